@@ -1,0 +1,22 @@
+"""Datasets: a registry of generators/loaders returning :class:`DataSplits` of samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kdscope.datasets.base import Batch, DataSplits, Sample, TensorDataset
+from kdscope.registry import Registry
+
+DATASETS: Registry[Callable[..., DataSplits]] = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def build(name: str, **params: Any) -> DataSplits:
+    """Build the registered dataset ``name`` with its keyword parameters."""
+    return DATASETS.get(name)(**params)
+
+
+from kdscope.datasets import shapes  # noqa: E402,F401  (registers "shapes")
+
+__all__ = ["DATASETS", "Batch", "DataSplits", "Sample", "TensorDataset", "build", "register_dataset"]

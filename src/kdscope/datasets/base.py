@@ -1,0 +1,119 @@
+"""The sample contract every kdscope dataset follows, and an in-memory tensor dataset.
+
+Every dataset yields samples of one shape: ``input`` (a float tensor in [0, 1] for images),
+``label`` (an int), ``foreground`` (a bool tensor with the input's spatial shape: True where the
+evidence for the label lies) and ``tags`` (named ints: domain, group, ...). Datasets are held in
+memory as stacked tensors so that batching is slicing, which on a CPU is far faster than a
+per-sample ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One example: model input, class label, foreground annotation and optional tags."""
+
+    input: Tensor
+    label: int
+    foreground: Tensor
+    tags: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A mini-batch: stacked inputs, labels, foreground masks, dataset indices and tags."""
+
+    input: Tensor
+    label: Tensor
+    foreground: Tensor
+    index: Tensor
+    tags: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+@dataclass
+class TensorDataset:
+    """A dataset held as stacked tensors.
+
+    ``inputs`` is (N, ...) float, ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
+    each tag (N,) int64. ``modality`` tells analyses how to perturb the input ("image", "points",
+    "text").
+    """
+
+    inputs: Tensor
+    labels: Tensor
+    foreground: Tensor
+    num_classes: int
+    modality: str = "image"
+    tags: dict[str, Tensor] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.labels.shape[0]
+        for name, t in [("inputs", self.inputs), ("foreground", self.foreground), *self.tags.items()]:
+            if t.shape[0] != n:
+                raise ValueError(f"dataset field {name!r} has {t.shape[0]} rows, labels have {n}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(
+            input=self.inputs[i],
+            label=int(self.labels[i]),
+            foreground=self.foreground[i],
+            tags={k: int(v[i]) for k, v in self.tags.items()},
+        )
+
+    def batch(self, index: Tensor) -> Batch:
+        """The examples at ``index`` (a 1-D int64 tensor) as a :class:`Batch`."""
+        return Batch(
+            input=self.inputs[index],
+            label=self.labels[index],
+            foreground=self.foreground[index],
+            index=index,
+            tags={k: v[index] for k, v in self.tags.items()},
+        )
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
+        """Iterate over mini-batches; shuffled when a ``generator`` is given, in order otherwise."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+    def subset(self, index: Tensor) -> TensorDataset:
+        """A new dataset holding the examples at ``index``."""
+        return TensorDataset(
+            inputs=self.inputs[index],
+            labels=self.labels[index],
+            foreground=self.foreground[index],
+            num_classes=self.num_classes,
+            modality=self.modality,
+            tags={k: v[index] for k, v in self.tags.items()},
+            class_names=list(self.class_names),
+        )
+
+
+@dataclass
+class DataSplits:
+    """Train and test splits of one dataset."""
+
+    train: TensorDataset
+    test: TensorDataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes

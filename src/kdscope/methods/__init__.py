@@ -1,0 +1,47 @@
+"""Distillation methods: a registry of loss modules (see :mod:`kdscope.methods.base`).
+
+``build_method(name, **params)`` constructs one; each built-in lives in its own file and
+registers itself with ``@register_method``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdscope.errors import KdscopeError
+from kdscope.methods.base import BindContext, Method, Phase, probe
+from kdscope.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str):  # noqa: ANN201
+    """Class decorator registering a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+def build_method(name: str, **params: Any) -> Method:
+    """Construct the registered method ``name``; unknown or bad parameters are a user error."""
+    cls = METHODS.get(name)
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise KdscopeError(f"method {name!r}: {e}") from None
+
+
+from kdscope.methods import (  # noqa: E402,F401  (register the built-in methods)
+    attention,
+    ce,
+    crd,
+    feature_mimic,
+    hint,
+    kd,
+    label_smoothing,
+)
+
+__all__ = ["METHODS", "BindContext", "Method", "Phase", "build_method", "probe", "register_method"]

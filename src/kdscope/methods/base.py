@@ -1,0 +1,88 @@
+"""The distillation-method contract.
+
+A method is an ``nn.Module`` computing named loss terms from the student's and teacher's outputs
+on a batch: ``forward(student, teacher, batch) -> {"ce": ..., "kd": ...}``. The terms are already
+weighted; the trainer minimises their sum and logs each of them. Methods that need intermediate
+features name the layers (by role or module path) and receive their outputs in
+``Outputs.features``, captured by hooks; trainable parts (a regressor, embedding heads) and state
+(a memory bank) are submodules/buffers of the method, so they are optimised and checkpointed with
+the student.
+
+Life cycle, driven by the trainer:
+
+1. ``bind(ctx)`` once, before training: resolve layer names against the models, build trainable
+   parts from the feature shapes, precompute anything that needs the training set.
+2. ``phases(epochs)`` splits the epoch budget into named phases (one ``"train"`` phase by default);
+   ``enter_phase(name, student)`` is called at the start of every epoch after ``student.train()``
+   (so it must be idempotent), e.g. to freeze layers.
+3. ``forward`` every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from kdscope.datasets.base import Batch, TensorDataset
+from kdscope.models.hooks import Outputs, forward_with_features
+
+
+@dataclass
+class BindContext:
+    """What a method may look at before training starts."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    train: TensorDataset
+    example: Batch
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+
+
+class Method(nn.Module):
+    """Base class of distillation losses; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+
+    def bind(self, ctx: BindContext) -> None:  # noqa: B027  (optional hook)
+        """Resolve layers and build trainable parts; the default needs nothing."""
+
+    def student_layers(self) -> list[str]:
+        """Module paths of the student whose outputs ``forward`` reads (after ``bind``)."""
+        return []
+
+    def teacher_layers(self) -> list[str]:
+        """Module paths of the teacher whose outputs ``forward`` reads (after ``bind``)."""
+        return []
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return [Phase("train", epochs)]
+
+    def enter_phase(self, phase: str, student: nn.Module) -> None:  # noqa: B027
+        """Called at the start of every epoch of ``phase``; the default does nothing."""
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def probe(model: nn.Module, x: Tensor, paths: list[str]) -> Outputs:
+    """Eval-mode forward pass on ``x`` capturing ``paths``; restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return forward_with_features(model, x, paths)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,21 @@
+"""Model registry, built-in classifiers and layer hooks.
+
+A user's own ``nn.Module`` can be registered with ``register_model`` (a constructor taking
+``num_classes``) or passed directly to the analyses' Python API.
+"""
+
+from kdscope.models import cnn, mlp  # noqa: F401  (register the built-in models)
+from kdscope.models.hooks import Outputs, capture, forward_with_features, get_module, resolve_layer
+from kdscope.models.registry import MODELS, build_model, list_models, register_model
+
+__all__ = [
+    "MODELS",
+    "Outputs",
+    "build_model",
+    "capture",
+    "forward_with_features",
+    "get_module",
+    "list_models",
+    "register_model",
+    "resolve_layer",
+]

@@ -1,0 +1,104 @@
+"""Building blocks shared by kdscope's classifiers.
+
+Conventions (see the design notes): inputs are in [0, 1] and the model normalises them itself,
+so perturbations and attacks act in pixel space; every classifier names its layers so analyses
+and losses can address them by path, and declares **roles** (``middle``, ``last_conv``,
+``penultimate``, ``logits``) that map to paths, so a method can say "the middle layer" for any
+architecture.
+
+Layer names common to the image classifiers, after the knowledge-point papers' networks:
+``stem``, ``stage1..3`` (post-activation stage outputs), ``conv`` (the last convolution + BN,
+*pre*-ReLU), ``fc1`` and ``fc2`` (pre-ReLU), ``fc3`` (logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` over dimension 1."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        shape = (1, len(mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(view)) / self.std.view(view)
+
+
+def conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    """Convolution (no bias) followed by BatchNorm; no activation."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(*conv_bn(c_in, c_out, stride), nn.ReLU())
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn_relu(c_in, c_out, stride), *conv_bn(c_out, c_out))
+        self.shortcut = (
+            nn.Identity() if stride == 1 and c_in == c_out else conv_bn(c_in, c_out, stride, kernel=1)
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class ConvClassifier(nn.Module):
+    """Normaliser, named convolutional stages, a ``conv`` layer and a three-layer MLP head.
+
+    ``forward(x)`` = fc3(relu(fc2(relu(fc1(pool(relu(conv(stages(normalize(x))))))))).
+    """
+
+    roles = {"middle": "stage2", "last_conv": "conv", "penultimate": "fc2_act", "logits": "fc3"}
+    diagnosable = ("conv", "fc1", "fc2")
+
+    def __init__(
+        self,
+        stages: Sequence[tuple[str, nn.Module]],
+        conv: nn.Module,
+        conv_channels: int,
+        hidden: int,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stage_names = [name for name, _ in stages]
+        for name, module in stages:
+            self.add_module(name, module)
+        self.conv = conv
+        self.conv_act = nn.ReLU()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc1 = nn.Linear(conv_channels, hidden)
+        self.fc1_act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc2_act = nn.ReLU()
+        self.fc3 = nn.Linear(hidden, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.normalize(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        x = self.pool(self.conv_act(self.conv(x)))
+        x = self.fc1_act(self.fc1(x))
+        x = self.fc2_act(self.fc2(x))
+        return self.fc3(x)

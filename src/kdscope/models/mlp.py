@@ -1,0 +1,47 @@
+"""A multi-layer perceptron on flattened inputs, with the same named head as the CNNs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from kdscope.models.base import Normalize
+from kdscope.models.registry import register_model
+
+
+class MLP(nn.Module):
+    """normalize -> flatten -> fc1 -> relu -> fc2 -> relu -> fc3 (logits)."""
+
+    roles = {"middle": "fc1_act", "penultimate": "fc2_act", "logits": "fc3"}
+    diagnosable = ("fc1", "fc2")
+
+    def __init__(
+        self, num_classes: int, in_features: int, hidden: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc1_act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc2_act = nn.ReLU()
+        self.fc3 = nn.Linear(hidden, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.flatten(self.normalize(x))
+        return self.fc3(self.fc2_act(self.fc2(self.fc1_act(self.fc1(x)))))
+
+
+@register_model("mlp")
+def mlp(
+    num_classes: int,
+    in_channels: int = 3,
+    input_size: int = 32,
+    hidden: int = 256,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.25, 0.25, 0.25),
+) -> MLP:
+    """MLP for (in_channels, input_size, input_size) inputs with two hidden layers."""
+    return MLP(num_classes, in_channels * input_size * input_size, hidden, mean, std)
