@@ -1,0 +1,49 @@
+"""kdscope: explain knowledge distillation.
+
+Public API (everything else may move):
+
+* studies: :func:`load_study`, :func:`load_preset`, :func:`parse_study`, :func:`run_study`,
+  :class:`StudyConfig`, :class:`StudyResult`;
+* registries: :func:`register_model`, :func:`build_model`, :func:`list_models`,
+  :func:`register_method`, :func:`build_method`, :func:`register_dataset`,
+  :func:`build_dataset`, :func:`register_analysis`;
+* layers: :func:`capture` (context-managed forward hooks by module path);
+* data contract: :class:`Sample`, :class:`Batch`, :class:`TensorDataset`, :class:`DataSplits`;
+* errors: :class:`KdscopeError`.
+"""
+
+__version__ = "0.1.0"
+
+from kdscope.analyses import register_analysis  # noqa: E402
+from kdscope.config import StudyConfig, load_preset, load_study, parse_study  # noqa: E402
+from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset  # noqa: E402
+from kdscope.datasets import build as build_dataset  # noqa: E402
+from kdscope.errors import KdscopeError  # noqa: E402
+from kdscope.methods import Method, build_method, register_method  # noqa: E402
+from kdscope.models import build_model, capture, list_models, register_model  # noqa: E402
+from kdscope.study import StudyResult, run_study  # noqa: E402
+
+__all__ = [
+    "Batch",
+    "DataSplits",
+    "KdscopeError",
+    "Method",
+    "Sample",
+    "StudyConfig",
+    "StudyResult",
+    "TensorDataset",
+    "__version__",
+    "build_dataset",
+    "build_method",
+    "build_model",
+    "capture",
+    "list_models",
+    "load_preset",
+    "load_study",
+    "parse_study",
+    "register_analysis",
+    "register_dataset",
+    "register_method",
+    "register_model",
+    "run_study",
+]

@@ -1,0 +1,29 @@
+"""The analysis contract: ``name``, ``applies_to(study)``, ``run(study) -> result``,
+``report_section(result, study) -> html``.
+
+``run`` returns a JSON-serialisable dict that goes into ``summary.json`` under the analysis'
+name; ``report_section`` turns it into an HTML fragment (figures embedded with
+:func:`kdscope.report.figure_html`) that becomes one section of ``report.html``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from kdscope.study import StudyResult
+
+
+class Analysis:
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def applies_to(self, study: StudyResult) -> str | None:
+        """None when the analysis applies to ``study``, else the reason it is skipped."""
+        return None
+
+    def run(self, study: StudyResult) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
+        raise NotImplementedError

@@ -1,0 +1,248 @@
+"""A study's configuration: one YAML file validated into typed, immutable settings.
+
+Unknown keys and bad values are rejected with a message naming the key (``students[1].tau``).
+Dataset, model and method parameters are checked against the registered constructors'
+signatures, so a misspelt hyper-parameter is caught before any training starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdscope.errors import ConfigError, KdscopeError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_params(ctor: Callable[..., Any], params: dict[str, Any], where: str, skip: tuple[str, ...]) -> None:
+    """Reject keys that ``ctor`` does not accept as keyword arguments."""
+    sig = inspect.signature(ctor)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    allowed = [n for n in sig.parameters if n not in skip and n != "self"]
+    for key in params:
+        if key not in allowed:
+            raise ValueError(f"unknown parameter {key!r} for {where} (parameters: {', '.join(allowed)})")
+
+
+class ModelConfig(BaseModel):
+    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelConfig:
+        from kdscope.models import MODELS
+
+        try:
+            _check_params(MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",))
+        except KdscopeError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({extra})" if extra else self.name
+
+
+class DatasetConfig(BaseModel):
+    """A registered dataset and its parameters: ``{name: shapes, n_train: 3000}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "shapes"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known(self) -> DatasetConfig:
+        from kdscope.datasets import DATASETS
+
+        try:
+            _check_params(DATASETS.get(self.name), self.params, f"dataset {self.name!r}", ())
+        except KdscopeError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+Augment = Literal["flip", "shift"]
+
+
+class TrainConfig(BaseModel):
+    """Optimisation recipe of one model: SGD or Adam, a per-epoch learning-rate schedule and
+    on-the-fly augmentation. ``schedule``: ``log`` = lr·10^(−e/(E−1)) (the knowledge-point papers),
+    ``cosine``, ``step`` (×0.1 at 50 % and 75 %) or ``constant``; it restarts in every phase of a
+    multi-phase method."""
+
+    model_config = _STRICT
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["log", "cosine", "step", "constant"] = "cosine"
+    augment: tuple[Augment, ...] = ()
+    shift: int = Field(2, ge=0, description="maximum shift in pixels of the 'shift' augmentation")
+
+
+class RoleConfig(BaseModel):
+    """A model and its training recipe (the teacher, or the students' shared recipe)."""
+
+    model_config = _STRICT
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+
+
+class StudentConfig(BaseModel):
+    """One distilled student: a method with its hyper-parameters, optionally its own model and
+    recipe overrides. Every key besides ``method``, ``name``, ``model`` and ``train`` is a
+    hyper-parameter of the method."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    method: str
+    name: str | None = None
+    model: ModelConfig | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+    @model_validator(mode="after")
+    def _known(self) -> StudentConfig:
+        from kdscope.methods import METHODS
+
+        try:
+            _check_params(METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ())
+        except KdscopeError as e:
+            raise ValueError(str(e)) from None
+        unknown = set(self.train) - set(TrainConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)} in 'train'")
+        return self
+
+
+class StudyConfig(BaseModel):
+    """A whole study: data, teacher, the students' recipe, the distilled students, seeds,
+    diagnosed layers, checkpoint epochs and analyses."""
+
+    model_config = _STRICT
+    name: str = "study"
+    dataset: DatasetConfig = DatasetConfig()
+    teacher: RoleConfig
+    teacher_seed: int = 0
+    student: RoleConfig
+    students: tuple[StudentConfig, ...] = Field(min_length=1)
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    layers: tuple[str, ...] = ()
+    checkpoints: Literal["auto"] | tuple[int, ...] = "auto"
+    analyses: tuple[str, ...] = ("accuracy",)
+    cache_teacher: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @field_validator("analyses")
+    @classmethod
+    def _known_analyses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from kdscope.analyses import ANALYSES
+
+        for name in v:
+            if name not in ANALYSES:
+                raise ValueError(f"unknown analysis {name!r} (known: {', '.join(ANALYSES.names())})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        labels = [s.label for s in self.students]
+        for reserved in ("teacher",):
+            if reserved in labels:
+                raise ValueError(f"student name {reserved!r} is reserved")
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"student names must be unique; give 'name' to tell apart {sorted(dup)}")
+        if self.checkpoints != "auto" and any(e < 0 for e in self.checkpoints):
+            raise ValueError("checkpoint epochs must be >= 0")
+        return self
+
+    def student_train(self, s: StudentConfig) -> TrainConfig:
+        return self.student.train.model_copy(update=s.train) if s.train else self.student.train
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{source}: {loc or 'study'}: {msg}{more}"
+
+
+def parse_study(data: Any, source: str = "study") -> StudyConfig:
+    """Validate a mapping into a :class:`StudyConfig`; errors name the offending key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_study(data, str(path))
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> StudyConfig:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(preset_names())})")
+    return load_study(path)

@@ -1,0 +1,493 @@
+"""``shapes``: an embedded, procedurally generated 10-class image dataset with exact object masks.
+
+Each image shows one object (the class) drawn on a background. The object is painted last, so
+the per-pixel foreground mask is *exactly* the set of pixels the object covers: its fill colour
+plus a 1-pixel outline on its inner border (dark for light fills, light for dark fills) that keeps
+the object visible whatever the background. Everything else - base colour, grating, colour blobs
+and distractor strokes - is background and never in the mask, which makes the foreground /
+background split of a knowledge-point analysis meaningful.
+
+Rendering is vectorised over the whole batch with numpy: each class is an implicit inside-test
+(polar, half-plane or box test) evaluated on the pixel-centre grid in per-image object coordinates
+(random centre, radius and rotation). Generation is deterministic from ``seed``: the train and
+test splits draw from separate ``numpy.random.Generator(PCG64)`` streams spawned from
+``SeedSequence(seed)``. All per-image parameters are drawn in a fixed order before rendering, so
+with one seed the labels, object geometry and object colours do not depend on ``background``,
+``distractors`` or ``noise`` (the same objects can be rendered on different backgrounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdscope.datasets import register_dataset
+from kdscope.datasets.base import DataSplits, TensorDataset
+
+__all__ = ["BACKGROUNDS", "CLASS_NAMES", "NAMED_COLOURS", "shapes"]
+
+CLASS_NAMES: list[str] = [
+    "disk",
+    "ring",
+    "square",
+    "triangle",
+    "plus",
+    "x_cross",
+    "star",
+    "crescent",
+    "bars",
+    "diamond",
+]
+
+# Background name -> domain index stored in the ``domain`` tag.
+BACKGROUNDS: dict[str, int] = {"plain": 0, "coloured": 1, "textured": 2}
+
+NAMED_COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 0.8, 0.0),
+    "blue": (0.0, 0.2, 1.0),
+    "white": (1.0, 1.0, 1.0),
+    "black": (0.0, 0.0, 0.0),
+    "yellow": (1.0, 0.9, 0.0),
+}
+
+# object_colour="class": one fixed, distinct colour per class (colour alone predicts the class).
+CLASS_COLOURS: np.ndarray = np.array(
+    [
+        (0.90, 0.10, 0.10),  # red
+        (0.10, 0.75, 0.10),  # green
+        (0.15, 0.30, 0.95),  # blue
+        (0.95, 0.90, 0.10),  # yellow
+        (0.90, 0.10, 0.85),  # magenta
+        (0.10, 0.85, 0.90),  # cyan
+        (1.00, 0.55, 0.00),  # orange
+        (0.50, 0.15, 0.75),  # purple
+        (1.00, 1.00, 1.00),  # white
+        (0.00, 0.00, 0.00),  # black
+    ],
+    dtype=np.float32,
+)
+
+PLAIN_GREY = 0.5
+OUTLINE_DARK = 0.08
+OUTLINE_LIGHT = 0.92
+MAX_ROTATION = math.radians(15.0)  # at jitter=1; keeps plus/x-cross and square/diamond apart
+RADIUS_MEAN, RADIUS_SPREAD = 0.30, 0.08  # object radius in [0.22, 0.38] * size at jitter=1
+MAX_OFFSET = 0.20  # centre offset up to +-20% of the side at jitter=1 (less for big objects)
+NUM_BLOBS = 3
+CHUNK = 1024  # images rendered at a time (bounds memory; fixed, so results do not depend on it)
+
+
+# --------------------------------------------------------------------------- class inside-tests
+# Each takes object coordinates (x to the right, y downwards, object radius 1) and returns a bool
+# array: True where the pixel centre lies inside the object.
+
+
+def _disk(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return x * x + y * y <= 0.90**2
+
+
+def _ring(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    r2 = x * x + y * y
+    return (r2 <= 1.0) & (r2 >= 0.52**2)
+
+
+def _square(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(x), np.abs(y)) <= 0.72
+
+
+def _triangle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # Equilateral, pointing up, circumradius 1 about its centroid: three half-planes.
+    inside = y <= 0.5
+    for a in (math.pi / 2 + 2 * math.pi / 3, math.pi / 2 + 4 * math.pi / 3):
+        inside &= x * math.cos(a) + y * math.sin(a) <= 0.5
+    return inside
+
+
+def _cross(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    ax, ay = np.abs(x), np.abs(y)
+    return ((ax <= 0.28) & (ay <= 0.95)) | ((ay <= 0.28) & (ax <= 0.95))
+
+
+def _plus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _cross(x, y)
+
+
+def _x_cross(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    c = math.sqrt(0.5)
+    return _cross(c * (x + y), c * (x - y))
+
+
+_STAR_POINTS, _STAR_INNER = 5, 0.48
+
+
+def _star(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # Five-pointed star, one point up: fold the angle into one half-sector [0, pi/5] (0 = outer
+    # vertex A, pi/5 = inner vertex B) and test the origin side of the edge A-B.
+    sector = 2 * math.pi / _STAR_POINTS
+    phi = np.mod(np.arctan2(y, x) + math.pi / 2, sector)
+    psi = sector / 2 - np.abs(phi - sector / 2)
+    rho = np.sqrt(x * x + y * y)
+    qx, qy = rho * np.cos(psi), rho * np.sin(psi)
+    bx, by = _STAR_INNER * math.cos(sector / 2), _STAR_INNER * math.sin(sector / 2)
+    ex, ey = bx - 1.0, by
+    return ex * qy - ey * (qx - 1.0) >= 0.0
+
+
+def _crescent(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # A disk with an offset disk cut out, opening to the right; shifted so that its bounding box
+    # is centred (tips at x = 0.51 - 0.22 from the outer disk's centre).
+    xs = x - 0.22
+    return (xs * xs + y * y <= 0.95**2) & ((xs - 0.5) ** 2 + y * y > 0.80**2)
+
+
+def _bars(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    ax = np.abs(x)
+    return (ax >= 0.20) & (ax <= 0.62) & (np.abs(y) <= 0.90)
+
+
+def _diamond(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # A tall rhombus (not a rotated square, so it stays distinct from "square").
+    return np.abs(x) / 0.62 + np.abs(y) / 0.98 <= 1.0
+
+
+_INSIDE: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = [
+    _disk,
+    _ring,
+    _square,
+    _triangle,
+    _plus,
+    _x_cross,
+    _star,
+    _crescent,
+    _bars,
+    _diamond,
+]
+
+
+# --------------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class _Config:
+    size: int
+    num_classes: int
+    background: str
+    object_colour: str
+    jitter: float
+    background_cue: float
+    distractors: int
+    noise: float
+    outline: bool
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"shapes: {name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"shapes: {name} must be {bound}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"shapes: {name} must be a finite number, got {value!r}")
+    value = float(value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"shapes: {name} must be {bound}, got {value}")
+    return value
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(n,) hue in [0, 1), saturation, value -> (n, 3) RGB."""
+    k = np.mod(np.array([5.0, 3.0, 1.0])[None, :] + h[:, None] * 6.0, 6.0)
+    return v[:, None] - (v * s)[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def _draw_params(labels: np.ndarray, rng: np.random.Generator, cfg: _Config) -> dict[str, np.ndarray]:
+    """Per-image rendering parameters, drawn in a fixed order whatever the options.
+
+    Returns centre ``cx``/``cy`` (pixels), ``radius`` (pixels), ``rotation`` (radians), ``colour``
+    (n, 3) fill, ``outline_colour`` (n,), ``bg_colour`` (n, 3), grating ``grating_angle`` (the
+    direction, in radians, along which the grating varies; x right, y down), ``grating_tied``
+    (bool), ``grating_freq`` (cycles per image side), ``grating_phase``, ``grating_amp`` (n, 3),
+    blob centres/sigmas/colours and stroke endpoints/colours.
+    """
+    n, size, k = labels.shape[0], cfg.size, cfg.num_classes
+    p: dict[str, np.ndarray] = {}
+
+    # Object geometry: uniform in [-1, 1], scaled by jitter (jitter=0: centred, fixed, upright).
+    u = rng.uniform(-1.0, 1.0, size=(n, 4))
+    radius = size * (RADIUS_MEAN + RADIUS_SPREAD * cfg.jitter * u[:, 2])
+    bound = np.clip(0.5 * size - 0.95 * radius, 0.0, MAX_OFFSET * size) * cfg.jitter
+    p["radius"] = radius
+    p["cx"] = 0.5 * size + bound * u[:, 0]
+    p["cy"] = 0.5 * size + bound * u[:, 1]
+    p["rotation"] = MAX_ROTATION * cfg.jitter * u[:, 3]
+
+    # Object colour.
+    hsv = rng.random((n, 3))
+    if cfg.object_colour == "random":
+        colour = _hsv_to_rgb(hsv[:, 0], 0.75 + 0.25 * hsv[:, 1], 0.75 + 0.25 * hsv[:, 2])
+    elif cfg.object_colour == "class":
+        colour = CLASS_COLOURS[labels].astype(np.float64)
+    else:
+        colour = np.broadcast_to(np.array(NAMED_COLOURS[cfg.object_colour]), (n, 3))
+    p["colour"] = colour.astype(np.float32)
+    luminance = p["colour"] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    p["outline_colour"] = np.where(luminance > 0.5, OUTLINE_DARK, OUTLINE_LIGHT).astype(np.float32)
+
+    # Background.
+    if cfg.background == "coloured":
+        p["bg_colour"] = rng.uniform(0.15, 0.85, size=(n, 3))
+    else:
+        p["bg_colour"] = rng.uniform(0.25, 0.75, size=(n, 3))
+    random_angle = rng.uniform(0.0, math.pi, size=n)
+    p["grating_tied"] = rng.random(n) < cfg.background_cue
+    p["grating_angle"] = np.where(p["grating_tied"], labels * (math.pi / k), random_angle)
+    p["grating_freq"] = rng.uniform(1.5, 4.0, size=n)
+    p["grating_phase"] = rng.uniform(0.0, 2 * math.pi, size=n)
+    p["grating_amp"] = rng.uniform(0.06, 0.16, size=(n, 3))
+    p["blob_centre"] = rng.uniform(0.0, size, size=(n, NUM_BLOBS, 2))
+    p["blob_sigma"] = rng.uniform(0.12, 0.30, size=(n, NUM_BLOBS)) * size
+    p["blob_colour"] = rng.uniform(-0.2, 0.2, size=(n, NUM_BLOBS, 3))
+
+    # Distractor strokes (drawn last: their number does not move the draws above).
+    m = cfg.distractors
+    mid = rng.uniform(0.0, size, size=(n, m, 2))
+    half = 0.5 * size * rng.uniform(0.25, 0.6, size=(n, m))
+    theta = rng.uniform(0.0, math.pi, size=(n, m))
+    direction = np.stack([np.cos(theta), np.sin(theta)], axis=-1) * half[..., None]
+    p["stroke_start"] = mid - direction
+    p["stroke_end"] = mid + direction
+    p["stroke_colour"] = rng.random((n, m, 3))
+    return p
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+def _object_mask(labels: np.ndarray, p: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """(n, size, size) bool: pixel centres inside each image's object."""
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    inv_r = (1.0 / p["radius"]).astype(np.float32)
+    gx = (grid[None, None, :] - p["cx"].astype(np.float32)[:, None, None]) * inv_r[:, None, None]
+    gy = (grid[None, :, None] - p["cy"].astype(np.float32)[:, None, None]) * inv_r[:, None, None]
+    cos = np.cos(p["rotation"]).astype(np.float32)[:, None, None]
+    sin = np.sin(p["rotation"]).astype(np.float32)[:, None, None]
+    # Rotate the pixel into object coordinates (object rotated by +rotation).
+    x = cos * gx + sin * gy
+    y = cos * gy - sin * gx
+    mask = np.zeros((labels.shape[0], size, size), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        mask[idx] = _INSIDE[c](x[idx], y[idx])
+    return mask
+
+
+def _inner_border(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask (the image edge is not a border)."""
+    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    interior = (
+        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+    )
+    return mask & ~interior
+
+
+def _background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
+    """(n, 3, size, size) float32 background in [0, 1]."""
+    size = cfg.size
+    n = p["cx"].shape[0]
+    if cfg.background == "plain":
+        return np.full((n, 3, size, size), PLAIN_GREY, dtype=np.float32)
+    f32 = np.float32
+    img = np.empty((n, 3, size, size), dtype=f32)
+    img[...] = p["bg_colour"].astype(f32)[:, :, None, None]
+    if cfg.background == "coloured":
+        return img
+
+    grid = np.arange(size, dtype=f32) + 0.5
+    gx, gy = grid[None, None, :], grid[None, :, None]
+    # Oriented sinusoidal grating, coloured per channel; sin(a + b) split into separable factors.
+    w = 2 * math.pi * p["grating_freq"] / size
+    ax = (w * np.cos(p["grating_angle"]))[:, None, None] * gx + p["grating_phase"][:, None, None]
+    ay = (w * np.sin(p["grating_angle"]))[:, None, None] * gy
+    wave = np.sin(ax).astype(f32) * np.cos(ay).astype(f32)
+    wave += np.cos(ax).astype(f32) * np.sin(ay).astype(f32)
+    img += p["grating_amp"].astype(f32)[:, :, None, None] * wave[:, None]
+    # Low-frequency colour blobs (separable Gaussians).
+    for b in range(NUM_BLOBS):
+        c = p["blob_centre"][:, b]
+        s2 = (-0.5 / p["blob_sigma"][:, b] ** 2)[:, None, None]
+        bx = np.exp(s2 * (gx - c[:, 0, None, None]) ** 2).astype(f32)
+        by = np.exp(s2 * (gy - c[:, 1, None, None]) ** 2).astype(f32)
+        img += p["blob_colour"][:, b].astype(f32)[:, :, None, None] * (by * bx)[:, None]
+    np.clip(img, 0.0, 1.0, out=img)
+    # Distractor strokes: ~1-pixel-wide line segments of random colours.
+    for s in range(cfg.distractors):
+        a = p["stroke_start"][:, s].astype(f32)
+        d = (p["stroke_end"][:, s] - p["stroke_start"][:, s]).astype(f32)
+        ax, ay = a[:, 0, None, None], a[:, 1, None, None]
+        dx, dy = d[:, 0, None, None], d[:, 1, None, None]
+        t = np.clip(((gx - ax) * dx + (gy - ay) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+        on = (gx - ax - t * dx) ** 2 + (gy - ay - t * dy) ** 2 <= 0.55**2
+        colour = p["stroke_colour"][:, s].astype(f32)
+        for ch in range(3):
+            np.copyto(img[:, ch], colour[:, ch, None, None], where=on)
+    return img
+
+
+def _render(
+    labels: np.ndarray, p: dict[str, np.ndarray], cfg: _Config, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render images (n, 3, s, s) float32 in [0, 1] and foreground masks (n, s, s) bool."""
+    mask = _object_mask(labels, p, cfg.size)
+    img = _background(p, cfg)
+    outline = _inner_border(mask) if cfg.outline else np.zeros_like(mask)
+    fill = mask & ~outline
+    for ch in range(3):
+        np.copyto(img[:, ch], p["colour"][:, ch, None, None], where=fill)
+        np.copyto(img[:, ch], p["outline_colour"][:, None, None], where=outline)
+    if cfg.noise > 0:
+        img += np.float32(cfg.noise) * rng.standard_normal(img.shape, dtype=np.float32)
+        np.clip(img, 0.0, 1.0, out=img)
+    return img, mask
+
+
+def _generate(
+    n: int, seed_seq: np.random.SeedSequence, cfg: _Config
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """One split: images, masks, labels and the per-image parameters used to render them."""
+    rng = np.random.Generator(np.random.PCG64(seed_seq))
+    labels = rng.permutation(np.arange(n, dtype=np.int64) % cfg.num_classes)
+    params = _draw_params(labels, rng, cfg)
+    images = np.empty((n, 3, cfg.size, cfg.size), dtype=np.float32)
+    masks = np.empty((n, cfg.size, cfg.size), dtype=bool)
+    for start in range(0, n, CHUNK):
+        sl = slice(start, min(start + CHUNK, n))
+        images[sl], masks[sl] = _render(labels[sl], {k: v[sl] for k, v in params.items()}, cfg, rng)
+    return images, masks, labels, params
+
+
+def _config(
+    size: Any,
+    num_classes: Any,
+    background: Any,
+    object_colour: Any,
+    jitter: Any,
+    background_cue: Any,
+    distractors: Any,
+    noise: Any,
+    outline: Any,
+) -> _Config:
+    size = _check_int("size", size, 8)
+    num_classes = _check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
+    if background not in BACKGROUNDS:
+        raise ValueError(
+            f"shapes: unknown background {background!r} (known: {', '.join(BACKGROUNDS)})"
+        )
+    known_colours = ["random", "class", *NAMED_COLOURS]
+    if object_colour not in known_colours:
+        raise ValueError(
+            f"shapes: unknown object_colour {object_colour!r} (known: {', '.join(known_colours)})"
+        )
+    jitter = _check_float("jitter", jitter, 0.0, 1.0)
+    background_cue = _check_float("background_cue", background_cue, 0.0, 1.0)
+    if background_cue > 0 and background != "textured":
+        raise ValueError(
+            f"shapes: background_cue > 0 needs background='textured', got {background!r}"
+        )
+    distractors = _check_int("distractors", distractors, 0)
+    noise = _check_float("noise", noise, 0.0)
+    if not isinstance(outline, bool):
+        raise ValueError(f"shapes: outline must be a bool, got {outline!r}")
+    return _Config(
+        size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
+        outline,
+    )  # fmt: skip
+
+
+@register_dataset("shapes")
+def shapes(
+    n_train: int = 5000,
+    n_test: int = 2000,
+    size: int = 32,
+    seed: int = 0,
+    num_classes: int = 10,
+    *,
+    background: str = "textured",
+    object_colour: str = "random",
+    jitter: float = 1.0,
+    background_cue: float = 0.0,
+    distractors: int = 4,
+    noise: float = 0.03,
+    outline: bool = True,
+) -> DataSplits:
+    """Procedurally generated RGB images of 10 object classes with exact foreground masks.
+
+    Classes (the first ``num_classes`` are used): disk, ring, square, triangle, plus, x_cross,
+    star, crescent, bars (two parallel vertical bars), diamond (a tall rhombus).
+
+    Args:
+        n_train, n_test: number of train / test images (labels balanced over the classes).
+        size: image side in pixels (>= 8).
+        seed: non-negative integer; the same seed gives bit-identical tensors. Train and test
+            come from separate random streams spawned from it.
+        num_classes: 2..10.
+        background: ``"plain"`` (uniform mid grey, domain 0), ``"coloured"`` (a random uniform
+            colour per image, domain 1) or ``"textured"`` (random base colour + a random oriented
+            sinusoidal grating + low-frequency colour blobs + ``distractors`` 1-pixel line
+            strokes of random colours, domain 2).
+        object_colour: ``"random"`` (a random saturated colour per image), ``"class"`` (a fixed
+            colour per class, so colour alone predicts the class) or one of ``"red"``,
+            ``"green"``, ``"blue"``, ``"white"``, ``"black"``, ``"yellow"``.
+        jitter: in [0, 1]; scales the random centre offset (up to ~20% of the side), object
+            radius (in [0.22, 0.38] * size at 1) and rotation (up to +-15 degrees at 1).
+            0 renders every object centred, at radius 0.3 * size, upright.
+        background_cue: in [0, 1]; the probability that an image's grating orientation is tied
+            to its class (class k varies along angle k * pi / num_classes) instead of random:
+            spurious background evidence for the class. Only the ``"textured"`` background has a
+            grating, so a value > 0 with another background is an error.
+        distractors: number of random strokes on the ``"textured"`` background (never in the
+            mask; the object is painted over them).
+        noise: standard deviation of per-pixel Gaussian noise added at the end (then clipped).
+        outline: draw a 1-pixel outline on the object's inner border (dark on light fills, light
+            on dark fills) so the object stays visible on any background; it is part of the mask.
+
+    Returns:
+        :class:`DataSplits` of image datasets: inputs float32 (N, 3, size, size) in [0, 1],
+        labels int64, foreground bool (N, size, size) exactly the object's pixels, and tag
+        ``domain`` (the background's index: plain 0, coloured 1, textured 2).
+    """
+    n_train = _check_int("n_train", n_train, 1)
+    n_test = _check_int("n_test", n_test, 1)
+    seed = _check_int("seed", seed, 0)
+    cfg = _config(
+        size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
+        outline,
+    )  # fmt: skip
+    train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
+    splits = []
+    for n, seq in ((n_train, train_seq), (n_test, test_seq)):
+        images, masks, labels, _ = _generate(n, seq, cfg)
+        splits.append(
+            TensorDataset(
+                inputs=torch.from_numpy(images),
+                labels=torch.from_numpy(labels),
+                foreground=torch.from_numpy(masks),
+                num_classes=cfg.num_classes,
+                modality="image",
+                tags={"domain": torch.full((n,), BACKGROUNDS[cfg.background], dtype=torch.int64)},
+                class_names=CLASS_NAMES[: cfg.num_classes],
+            )
+        )
+    return DataSplits(train=splits[0], test=splits[1])

@@ -1,0 +1,27 @@
+"""Batched inference over an in-memory dataset."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdscope.datasets.base import TensorDataset
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: TensorDataset, batch_size: int = 500) -> Tensor:
+    """Logits of ``model`` (in eval mode) for every example of ``data``, in order."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(b.input) for b in data.batches(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy_and_loss(model: nn.Module, data: TensorDataset, batch_size: int = 500) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data``."""
+    logits = predict_logits(model, data, batch_size)
+    acc = float((logits.argmax(1) == data.labels).float().mean())
+    return acc, float(F.cross_entropy(logits, data.labels))

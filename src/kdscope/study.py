@@ -1,0 +1,197 @@
+"""Run a study: train the teacher once, the baselines and every distilled student over all seeds,
+then the analyses; write ``summary.json`` and ``report.html``.
+
+Output layout (stable; other tools may read it)::
+
+    DIR/study.yaml                          the resolved configuration
+    DIR/models/<name>/seed<k>/...           one run directory per model and seed (see trainer)
+    DIR/summary.json                        accuracy of every model and seed, one entry per analysis
+    DIR/report.html                         self-contained report (figures embedded)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+from tqdm import tqdm
+
+from kdscope import io
+from kdscope.config import ModelConfig, StudyConfig, TrainConfig
+from kdscope.datasets import DataSplits
+from kdscope.datasets import build as build_dataset
+from kdscope.errors import KdscopeError
+from kdscope.executor import Executor, LocalExecutor
+from kdscope.models import build_model, resolve_layer
+from kdscope.trainer import RunPlan, load_checkpoint, run_steps, train_run
+from kdscope.trajectory import checkpoint_epochs
+
+Role = Literal["teacher", "baseline", "student"]
+
+
+@dataclass
+class Run:
+    """One trained model (group and seed) in a study directory."""
+
+    plan: RunPlan
+    dir: Path
+    num_classes: int
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
+
+    def load(self, epoch: int | None = None) -> nn.Module:
+        """The model after ``epoch`` epochs (default: the final one), in eval mode."""
+        epoch = self.plan.train.epochs if epoch is None else epoch
+        if epoch not in self.plan.checkpoints:
+            raise KdscopeError(f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}")
+        return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
+
+    def metrics(self) -> list[dict[str, str]]:
+        return io.read_csv(self.dir / "metrics.csv")
+
+    def trajectory(self) -> dict[str, Any]:
+        return io.read_json(self.dir / "trajectory.json")
+
+
+@dataclass
+class Group:
+    """The runs of one model kind: the teacher, a baseline, or a distilled student's seeds."""
+
+    name: str
+    role: Role
+    method: str
+    model: ModelConfig
+    train: TrainConfig
+    method_params: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+    runs: dict[int, Run] = field(default_factory=dict)
+
+
+@dataclass
+class StudyResult:
+    """A study's configuration, data and trained models: what every analysis receives."""
+
+    config: StudyConfig
+    out_dir: Path
+    data: DataSplits
+    groups: dict[str, Group]
+
+    @property
+    def teacher(self) -> Group:
+        return self.groups["teacher"]
+
+    def by_role(self, role: Role) -> list[Group]:
+        return [g for g in self.groups.values() if g.role == role]
+
+    @cached_property
+    def teacher_model(self) -> nn.Module:
+        return self.teacher.runs[self.config.teacher_seed].load()
+
+
+def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
+    """The model groups of a study: teacher, one baseline per distinct (model, recipe) of the
+    students, and the distilled students (each pointing at its baseline)."""
+    groups = {"teacher": Group("teacher", "teacher", "ce", cfg.teacher.model, cfg.teacher.train)}
+    baselines: dict[str, str] = {}
+    students = []
+    for s in cfg.students:
+        model, train = s.model or cfg.student.model, cfg.student_train(s)
+        key = model.model_dump_json() + train.model_dump_json()
+        if key not in baselines:
+            name = "baseline" if not baselines else f"baseline-{s.label}"
+            baselines[key] = name
+            groups[name] = Group(name, "baseline", "ce", model, train)
+        students.append(Group(s.label, "student", s.method, model, train, s.params, baselines[key]))
+    groups.update((g.name, g) for g in students)
+    return groups
+
+
+def _plan(cfg: StudyConfig, g: Group, seed: int) -> RunPlan:
+    return RunPlan(
+        name=g.name,
+        seed=seed,
+        model=g.model,
+        method=g.method,
+        method_params=g.method_params,
+        train=g.train,
+        checkpoints=tuple(checkpoint_epochs(cfg.checkpoints, g.train.epochs)),
+        layers=cfg.layers,
+    )
+
+
+def _validate_models(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group]) -> None:
+    """Build every model once so bad model parameters or diagnosed layers fail before training."""
+    seen: set[str] = set()
+    for g in groups.values():
+        key = g.model.model_dump_json()
+        if key in seen:
+            continue
+        seen.add(key)
+        model = build_model(g.model.name, data.num_classes, **g.model.params)
+        for layer in cfg.layers:
+            resolve_layer(model, layer)
+
+
+def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
+    resolved = cfg.to_yaml()
+    existing = out_dir / "study.yaml"
+    if existing.exists():
+        if existing.read_text(encoding="utf-8") != resolved:
+            raise KdscopeError(
+                f"{out_dir} already holds a different study; choose another --out or remove it"
+            )
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise KdscopeError(f"{out_dir} is not empty and holds no kdscope study; choose another --out")
+    io.write_text(existing, resolved)
+
+
+def iter_runs(cfg: StudyConfig, groups: dict[str, Group]) -> Iterator[tuple[Group, int]]:
+    """(group, seed) in training order: the teacher first, then baselines, then students."""
+    yield groups["teacher"], cfg.teacher_seed
+    for role in ("baseline", "student"):
+        for g in groups.values():
+            if g.role == role:
+                for seed in cfg.seeds:
+                    yield g, seed
+
+
+def run_study(
+    cfg: StudyConfig, out_dir: str | Path, quiet: bool = False, executor: Executor | None = None
+) -> StudyResult:
+    """Train (or resume) every model of the study, then run its analyses and write the report."""
+    from kdscope.analyses import run_analyses
+    from kdscope.report import write_summary_and_report
+
+    out_dir = Path(out_dir)
+    _prepare_out_dir(cfg, out_dir)
+    data = build_dataset(cfg.dataset.name, **cfg.dataset.params)
+    groups = plan_groups(cfg)
+    _validate_models(cfg, data, groups)
+    result = StudyResult(cfg, out_dir, data, groups)
+    jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
+    total = sum(run_steps(p, len(data.train)) for _, _, p in jobs)
+    bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
+    executor = executor or LocalExecutor()
+
+    def job(item: tuple[Group, int, RunPlan]) -> None:
+        g, seed, plan = item
+        bar.set_description(f"{g.name} seed {seed}")
+        run_dir = out_dir / "models" / g.name / f"seed{seed}"
+        teacher = None if g.role == "teacher" else result.teacher_model
+        res = train_run(plan, data, run_dir, teacher, cfg.cache_teacher, progress=bar.update)
+        g.runs[seed] = Run(plan, run_dir, data.num_classes, res)
+
+    try:
+        executor.map(job, jobs[:1])  # every student needs the teacher
+        executor.map(job, jobs[1:])
+    finally:
+        bar.close()
+    analyses = run_analyses(result, quiet=quiet)
+    write_summary_and_report(result, analyses)
+    return result

@@ -1,0 +1,308 @@
+"""Train one model (a teacher, a baseline or a distilled student) with resumable trajectories.
+
+A run directory holds::
+
+    metrics.csv                 one row per epoch: phase, lr, every loss term, train/test accuracy
+    trajectory.json             per diagnosed layer: initial weight norm, path length per epoch
+    checkpoints/epoch_XXX.pt    student weights after XXX epochs (000 = initialisation)
+    state.pt                    resume state (deleted when the run completes)
+    result.json                 final accuracies; its presence marks the run complete
+
+Determinism: the model is initialised from ``derive_seed(seed, "init")`` and every epoch reseeds
+the shuffling/augmentation generator and torch's global RNG from ``derive_seed(seed, "epoch", e)``.
+The state saved at the end of each epoch holds everything else (weights, optimiser, method
+buffers, trajectory, metrics), so a run killed at any point and started again redoes at most the
+interrupted epoch and ends bit-identical to an uninterrupted run. All files are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdscope import io
+from kdscope.augment import augment
+from kdscope.config import ModelConfig, TrainConfig
+from kdscope.datasets.base import Batch, DataSplits, TensorDataset
+from kdscope.errors import KdscopeError, TrainingDiverged
+from kdscope.evaluation import accuracy_and_loss
+from kdscope.methods import BindContext, Method, build_method
+from kdscope.models import build_model, forward_with_features, resolve_layer
+from kdscope.models.hooks import Outputs
+from kdscope.seeding import derive_seed
+from kdscope.trajectory import PathLengthLogger
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that determines one training run."""
+
+    name: str
+    seed: int
+    model: ModelConfig
+    method: str
+    method_params: dict[str, Any]
+    train: TrainConfig
+    checkpoints: tuple[int, ...]
+    layers: tuple[str, ...] = ()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "model": self.model.model_dump(mode="json"),
+            "method": self.method,
+            "method_params": self.method_params,
+            "train": self.train.model_dump(mode="json"),
+            "checkpoints": list(self.checkpoints),
+            "layers": list(self.layers),
+        }
+
+
+def lr_at(cfg: TrainConfig, epoch: int, length: int) -> float:
+    """Learning rate at ``epoch`` (0-based) of a phase of ``length`` epochs."""
+    if cfg.schedule == "constant" or length <= 1:
+        return cfg.lr
+    if cfg.schedule == "log":
+        return cfg.lr * 10 ** (-epoch / (length - 1))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / length))
+    drops = sum(epoch >= m for m in (length // 2, (3 * length) // 4))
+    return cfg.lr * 0.1**drops
+
+
+def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class TeacherOutputs:
+    """Teacher logits and features for a batch, in eval mode and without gradient.
+
+    With ``cache=True`` (valid only without augmentation, where the teacher sees the same
+    inputs every epoch) they are computed once for the whole training set and indexed.
+    """
+
+    def __init__(self, teacher: nn.Module | None, layers: list[str], train: TensorDataset, cache: bool):
+        self.teacher, self.layers = teacher, layers
+        self._cache: Outputs | None = None
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            if cache:
+                parts = [self._compute(b.input) for b in train.batches(500)]
+                self._cache = Outputs(
+                    torch.cat([o.logits for o in parts]),
+                    {k: torch.cat([o.features[k] for o in parts]) for k in layers},
+                )
+
+    @torch.no_grad()
+    def _compute(self, x: Tensor) -> Outputs:
+        assert self.teacher is not None
+        return forward_with_features(self.teacher, x, self.layers)
+
+    def __call__(self, batch: Batch, x: Tensor) -> Outputs | None:
+        if self.teacher is None:
+            return None
+        if self._cache is not None:
+            i = batch.index
+            return Outputs(self._cache.logits[i], {k: v[i] for k, v in self._cache.features.items()})
+        return self._compute(x)
+
+
+@dataclass
+class _Epochs:
+    """Maps a global epoch to (phase, epoch within phase, phase length)."""
+
+    phases: list[tuple[str, int]]
+    starts: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.starts = [sum(n for _, n in self.phases[:i]) for i in range(len(self.phases))]
+
+    def locate(self, epoch: int) -> tuple[str, int, int]:
+        for (name, n), start in zip(self.phases, self.starts):
+            if epoch < start + n:
+                return name, epoch - start, n
+        raise IndexError(epoch)
+
+
+def _check_classes(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x[:2])
+    model.train(was)
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        raise KdscopeError(f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes")
+
+
+def train_run(
+    plan: RunPlan,
+    data: DataSplits,
+    run_dir: Path,
+    teacher: nn.Module | None = None,
+    cache_teacher: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or load if complete) the run ``plan`` in ``run_dir``; returns its result."""
+    run_dir = Path(run_dir)
+    done = run_dir / "result.json"
+    if done.exists():
+        if progress is not None:
+            progress(run_steps(plan, len(data.train)))
+        return io.read_json(done)
+    cfg, train = plan.train, data.train
+    example = train.batch(torch.arange(min(len(train), cfg.batch_size)))
+
+    torch.manual_seed(derive_seed(plan.seed, "init"))
+    student = build_model(plan.model.name, data.num_classes, **plan.model.params)
+    _check_classes(student, example.input, data.num_classes, f"model {plan.model.name!r}")
+    method: Method = build_method(plan.method, **plan.method_params)
+    if method.needs_teacher and teacher is None:
+        raise KdscopeError(f"method {plan.method!r} needs a teacher")
+    if teacher is not None:
+        _check_classes(teacher, example.input, data.num_classes, "the teacher")
+    method.bind(BindContext(student, teacher if method.needs_teacher else None, train, example))
+    layers = {name: resolve_layer(student, name) for name in plan.layers}
+    traj = PathLengthLogger(student, layers, example.input)
+    params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
+    opt = make_optimizer(cfg, params)
+    epochs = _Epochs([(p.name, p.epochs) for p in method.phases(cfg.epochs)])
+    ckpt_dir = run_dir / "checkpoints"
+    state_path = run_dir / "state.pt"
+
+    if state_path.exists():
+        state = io.load_torch(state_path)
+        if state["plan"] != plan.fingerprint():
+            raise KdscopeError(f"{run_dir} holds a run with different settings; use another --out")
+        student.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        opt.load_state_dict(state["optimizer"])
+        traj.load_state_dict(state["trajectory"])
+        rows: list[dict[str, Any]] = state["metrics"]
+        start = state["epoch"]
+    else:
+        rows, start = [], 0
+        if 0 in plan.checkpoints:
+            io.save_torch(ckpt_dir / "epoch_000.pt", student.state_dict())
+    if progress is not None:
+        progress(start * _steps(len(train), cfg.batch_size))
+
+    teacher_out = TeacherOutputs(
+        teacher if method.needs_teacher else None,
+        method.teacher_layers(),
+        train,
+        cache=cache_teacher and not cfg.augment,
+    )
+    for epoch in range(start, cfg.epochs):
+        phase, phase_epoch, phase_len = epochs.locate(epoch)
+        lr = lr_at(cfg, phase_epoch, phase_len)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        student.train()
+        method.train()
+        method.enter_phase(phase, student)
+        gen = torch.Generator().manual_seed(derive_seed(plan.seed, "epoch", epoch))
+        torch.manual_seed(derive_seed(plan.seed, "epoch-global", epoch))
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        t0 = time.perf_counter()
+        for step, batch in enumerate(train.batches(cfg.batch_size, gen)):
+            if len(batch) < 2:  # BatchNorm cannot train on a single example
+                continue
+            x = augment(batch.input, cfg.augment, gen, cfg.shift)
+            s_out = forward_with_features(student, x, method.student_layers())
+            terms = method(s_out, teacher_out(batch, x), batch)
+            loss = sum(terms.values())
+            assert isinstance(loss, Tensor)
+            if not torch.isfinite(loss):
+                bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "total")
+                raise TrainingDiverged(
+                    f"{plan.name} seed {plan.seed}: loss term {bad!r} became {float(terms.get(bad, loss))} "
+                    f"at epoch {epoch + 1}, step {step + 1}; lower the learning rate or check the "
+                    "method's hyper-parameters"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            traj.before_step()
+            opt.step()
+            traj.after_step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
+            correct += int((s_out.logits.argmax(1) == batch.label).sum())
+            seen += len(batch)
+            if progress is not None:
+                progress(1)
+        traj.end_epoch()
+        test_acc, test_loss = accuracy_and_loss(student, data.test)
+        row = {"epoch": epoch + 1, "phase": phase, "lr": lr}
+        row.update({f"loss_{k}": v / max(seen, 1) for k, v in sums.items()})
+        row["loss"] = sum(sums.values()) / max(seen, 1)
+        row.update(train_acc=correct / max(seen, 1), test_acc=test_acc, test_loss=test_loss)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+        if epoch + 1 in plan.checkpoints:
+            io.save_torch(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", student.state_dict())
+        checkpoints_so_far = [e for e in plan.checkpoints if e <= epoch + 1]
+        io.write_csv(run_dir / "metrics.csv", rows)
+        io.write_json(run_dir / "trajectory.json", traj.to_json(checkpoints_so_far))
+        io.save_torch(
+            state_path,
+            {
+                "plan": plan.fingerprint(),
+                "epoch": epoch + 1,
+                "model": student.state_dict(),
+                "method": method.state_dict(),
+                "optimizer": opt.state_dict(),
+                "trajectory": traj.state_dict(),
+                "metrics": rows,
+            },
+        )
+
+    train_acc, _ = accuracy_and_loss(student, train)
+    test_acc, test_loss = accuracy_and_loss(student, data.test)
+    result = {
+        "name": plan.name,
+        "seed": plan.seed,
+        "model": plan.model.label(),
+        "method": plan.method,
+        "epochs": cfg.epochs,
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "train_acc": train_acc,
+        "checkpoints": list(plan.checkpoints),
+        "plan": plan.fingerprint(),
+    }
+    io.write_json(done, result)
+    state_path.unlink(missing_ok=True)
+    return result
+
+
+def _steps(n: int, batch_size: int) -> int:
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 else 0)
+
+
+def run_steps(plan: RunPlan, n_train: int) -> int:
+    """Optimiser steps of a whole run (for progress bars)."""
+    return plan.train.epochs * _steps(n_train, plan.train.batch_size)
+
+
+def load_checkpoint(plan: RunPlan, num_classes: int, path: Path) -> nn.Module:
+    """The model of ``plan`` with the weights stored at ``path``, in eval mode."""
+    model = build_model(plan.model.name, num_classes, **plan.model.params)
+    model.load_state_dict(io.load_torch(path))
+    return model.eval()
