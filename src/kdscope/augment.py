@@ -30,7 +30,9 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded[batch, chans, rows, cols]
 
 
-def augment(x: Tensor, ops: Sequence[str], generator: torch.Generator, max_shift: int = 2) -> Tensor:
+def augment(
+    x: Tensor, ops: Sequence[str], generator: torch.Generator, max_shift: int = 2
+) -> Tensor:
     """Apply the named augmentations in order (``"flip"``, ``"shift"``)."""
     for op in ops:
         if op == "flip":

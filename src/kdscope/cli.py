@@ -28,9 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run (or resume) a study", description="Train every model of a "
-                         "study (resuming finished or interrupted runs), run its analyses and write "
-                         "summary.json and report.html into --out.")
+    run = sub.add_parser(
+        "run",
+        help="run (or resume) a study",
+        description="Train every model of a "
+        "study (resuming finished or interrupted runs), run its analyses and write "
+        "summary.json and report.html into --out.",
+    )
     run.add_argument("study", nargs="?", help="study YAML file (or use --preset)")
     run.add_argument("--preset", help="name of an embedded study (see 'kdscope list presets')")
     run.add_argument("--out", required=True, help="output directory")
@@ -39,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a preset's YAML")
     show.add_argument("preset")
 
-    lst = sub.add_parser("list", help="list registered models, methods, datasets, analyses or presets")
+    lst = sub.add_parser(
+        "list", help="list registered models, methods, datasets, analyses or presets"
+    )
     lst.add_argument("what", choices=["models", "methods", "datasets", "analyses", "presets"])
     return p
 

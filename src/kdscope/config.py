@@ -20,7 +20,9 @@ from kdscope.errors import ConfigError, KdscopeError
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_params(ctor: Callable[..., Any], params: dict[str, Any], where: str, skip: tuple[str, ...]) -> None:
+def _check_params(
+    ctor: Callable[..., Any], params: dict[str, Any], where: str, skip: tuple[str, ...]
+) -> None:
     """Reject keys that ``ctor`` does not accept as keyword arguments."""
     sig = inspect.signature(ctor)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
@@ -28,7 +30,9 @@ def _check_params(ctor: Callable[..., Any], params: dict[str, Any], where: str, 
     allowed = [n for n in sig.parameters if n not in skip and n != "self"]
     for key in params:
         if key not in allowed:
-            raise ValueError(f"unknown parameter {key!r} for {where} (parameters: {', '.join(allowed)})")
+            raise ValueError(
+                f"unknown parameter {key!r} for {where} (parameters: {', '.join(allowed)})"
+            )
 
 
 class ModelConfig(BaseModel):
@@ -51,7 +55,9 @@ class ModelConfig(BaseModel):
         from kdscope.models import MODELS
 
         try:
-            _check_params(MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",))
+            _check_params(
+                MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",)
+            )
         except KdscopeError as e:
             raise ValueError(str(e)) from None
         return self
@@ -135,7 +141,9 @@ class StudentConfig(BaseModel):
         from kdscope.methods import METHODS
 
         try:
-            _check_params(METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ())
+            _check_params(
+                METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ()
+            )
         except KdscopeError as e:
             raise ValueError(str(e)) from None
         unknown = set(self.train) - set(TrainConfig.model_fields)
@@ -175,7 +183,9 @@ class StudyConfig(BaseModel):
 
         for name in v:
             if name not in ANALYSES:
-                raise ValueError(f"unknown analysis {name!r} (known: {', '.join(ANALYSES.names())})")
+                raise ValueError(
+                    f"unknown analysis {name!r} (known: {', '.join(ANALYSES.names())})"
+                )
         return v
 
     @model_validator(mode="after")
@@ -186,7 +196,9 @@ class StudyConfig(BaseModel):
                 raise ValueError(f"student name {reserved!r} is reserved")
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
-            raise ValueError(f"student names must be unique; give 'name' to tell apart {sorted(dup)}")
+            raise ValueError(
+                f"student names must be unique; give 'name' to tell apart {sorted(dup)}"
+            )
         if self.checkpoints != "auto" and any(e < 0 for e in self.checkpoints):
             raise ValueError("checkpoint epochs must be >= 0")
         return self

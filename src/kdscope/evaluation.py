@@ -20,7 +20,9 @@ def predict_logits(model: nn.Module, data: TensorDataset, batch_size: int = 500)
         model.train(was_training)
 
 
-def accuracy_and_loss(model: nn.Module, data: TensorDataset, batch_size: int = 500) -> tuple[float, float]:
+def accuracy_and_loss(
+    model: nn.Module, data: TensorDataset, batch_size: int = 500
+) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` on ``data``."""
     logits = predict_logits(model, data, batch_size)
     acc = float((logits.argmax(1) == data.labels).float().mean())

@@ -19,7 +19,9 @@ def _atomic_write(path: Path, write: Any, mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        with os.fdopen(
+            fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})
+        ) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -43,7 +45,9 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None) -> None:
+def write_csv(
+    path: Path, rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None
+) -> None:
     """Write dict rows as CSV; columns default to the union of keys in first-seen order."""
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -63,9 +63,13 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
     return {
         "study": study.config.name,
         "kdscope_version": __version__,
-        "dataset": {"name": study.config.dataset.name, **study.config.dataset.params,
-                    "n_train": len(study.data.train), "n_test": len(study.data.test),
-                    "num_classes": study.data.num_classes},
+        "dataset": {
+            "name": study.config.dataset.name,
+            **study.config.dataset.params,
+            "n_train": len(study.data.train),
+            "n_test": len(study.data.test),
+            "num_classes": study.data.num_classes,
+        },
         "models": models,
         "analyses": analyses,
     }
@@ -74,15 +78,19 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
 def _curves(study: StudyResult) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for g in study.groups.values():
-        for i, (seed, run) in enumerate(sorted(g.runs.items())):
+        for i, (_seed, run) in enumerate(sorted(g.runs.items())):
             rows = run.metrics()
             ep = [int(r["epoch"]) for r in rows]
             label = g.name if i == 0 else None
             color = f"C{list(study.groups).index(g.name) % 10}"
-            axes[0].plot(ep, [float(r["test_acc"]) for r in rows], color=color, alpha=0.8, label=label)
+            axes[0].plot(
+                ep, [float(r["test_acc"]) for r in rows], color=color, alpha=0.8, label=label
+            )
             axes[1].plot(ep, [float(r["loss"]) for r in rows], color=color, alpha=0.8, label=label)
     axes[0].set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy (every seed)")
-    axes[1].set(xlabel="epoch", ylabel="training loss", title="Training loss (sum of weighted terms)")
+    axes[1].set(
+        xlabel="epoch", ylabel="training loss", title="Training loss (sum of weighted terms)"
+    )
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
     return figure_html(fig, "training curves")
@@ -106,7 +114,9 @@ def _models_table(summary: dict[str, Any]) -> str:
     )
 
 
-def render_report(study: StudyResult, outcomes: list[AnalysisOutcome], summary: dict[str, Any]) -> str:
+def render_report(
+    study: StudyResult, outcomes: list[AnalysisOutcome], summary: dict[str, Any]
+) -> str:
     cfg = study.config
     parts = [
         f"<h1>kdscope study: {html.escape(cfg.name)}</h1>",

@@ -22,7 +22,9 @@ def hierarchical_bootstrap(
     # inner[i, b, j]: mean of a fresh input resample of seed i, for slot j of resample b
     inner = np.stack(
         [
-            np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), size=(n_boot, k, len(v)))].mean(-1)
+            np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), size=(n_boot, k, len(v)))].mean(
+                -1
+            )
             for v in per_seed
         ]
     )
@@ -39,7 +41,7 @@ def summarise(per_seed: dict[int, np.ndarray], n_boot: int = 2000) -> dict[str, 
     means = [float(np.mean(per_seed[s])) for s in seeds]
     lo, hi = hierarchical_bootstrap([per_seed[s] for s in seeds], n_boot=n_boot)
     return {
-        "per_seed": {str(s): m for s, m in zip(seeds, means)},
+        "per_seed": {str(s): m for s, m in zip(seeds, means, strict=True)},
         "mean": float(np.mean(means)),
         "std": float(np.std(means)),
         "ci95": [lo, hi],

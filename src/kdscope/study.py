@@ -49,7 +49,9 @@ class Run:
         """The model after ``epoch`` epochs (default: the final one), in eval mode."""
         epoch = self.plan.train.epochs if epoch is None else epoch
         if epoch not in self.plan.checkpoints:
-            raise KdscopeError(f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}")
+            raise KdscopeError(
+                f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}"
+            )
         return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
 
     def metrics(self) -> list[dict[str, str]]:
@@ -147,7 +149,9 @@ def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
                 f"{out_dir} already holds a different study; choose another --out or remove it"
             )
     elif out_dir.exists() and any(out_dir.iterdir()):
-        raise KdscopeError(f"{out_dir} is not empty and holds no kdscope study; choose another --out")
+        raise KdscopeError(
+            f"{out_dir} is not empty and holds no kdscope study; choose another --out"
+        )
     io.write_text(existing, resolved)
 
 

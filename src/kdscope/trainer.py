@@ -94,7 +94,9 @@ class TeacherOutputs:
     inputs every epoch) they are computed once for the whole training set and indexed.
     """
 
-    def __init__(self, teacher: nn.Module | None, layers: list[str], train: TensorDataset, cache: bool):
+    def __init__(
+        self, teacher: nn.Module | None, layers: list[str], train: TensorDataset, cache: bool
+    ):
         self.teacher, self.layers = teacher, layers
         self._cache: Outputs | None = None
         if teacher is not None:
@@ -118,7 +120,9 @@ class TeacherOutputs:
             return None
         if self._cache is not None:
             i = batch.index
-            return Outputs(self._cache.logits[i], {k: v[i] for k, v in self._cache.features.items()})
+            return Outputs(
+                self._cache.logits[i], {k: v[i] for k, v in self._cache.features.items()}
+            )
         return self._compute(x)
 
 
@@ -133,7 +137,7 @@ class _Epochs:
         self.starts = [sum(n for _, n in self.phases[:i]) for i in range(len(self.phases))]
 
     def locate(self, epoch: int) -> tuple[str, int, int]:
-        for (name, n), start in zip(self.phases, self.starts):
+        for (name, n), start in zip(self.phases, self.starts, strict=True):
             if epoch < start + n:
                 return name, epoch - start, n
         raise IndexError(epoch)
@@ -146,7 +150,9 @@ def _check_classes(model: nn.Module, x: Tensor, num_classes: int, what: str) -> 
         out = model(x[:2])
     model.train(was)
     if out.dim() != 2 or out.shape[1] != num_classes:
-        raise KdscopeError(f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes")
+        raise KdscopeError(
+            f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes"
+        )
 
 
 def train_run(

@@ -12,7 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from kdscope.models.hooks import layer_weights
@@ -49,7 +48,10 @@ class PathLengthLogger:
 
     def after_step(self) -> None:
         for name, ws in self.weights.items():
-            sq = sum(float((w.detach() - b).double().pow(2).sum()) for w, b in zip(ws, self._before[name]))
+            sq = sum(
+                float((w.detach() - b).double().pow(2).sum())
+                for w, b in zip(ws, self._before[name], strict=True)
+            )
             self._running[name] += math.sqrt(sq)
 
     def end_epoch(self) -> None:
@@ -58,7 +60,10 @@ class PathLengthLogger:
             self._running[name] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"initial_norm": dict(self.initial_norm), "per_epoch": {k: list(v) for k, v in self.per_epoch.items()}}
+        return {
+            "initial_norm": dict(self.initial_norm),
+            "per_epoch": {k: list(v) for k, v in self.per_epoch.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.initial_norm = dict(state["initial_norm"])
@@ -79,7 +84,11 @@ class PathLengthLogger:
                 "path_length_per_epoch": steps,
                 "cumulative_distance": [c / w0 if w0 > 0 else float("nan") for c in cum],
             }
-        return {"checkpoints": checkpoints, "epochs_done": len(next(iter(self.per_epoch.values()), [])), "layers": layers}
+        return {
+            "checkpoints": checkpoints,
+            "epochs_done": len(next(iter(self.per_epoch.values()), [])),
+            "layers": layers,
+        }
 
 
 def _norm(ws: list[Tensor]) -> float:

@@ -40,7 +40,9 @@ class AccuracyAnalysis(Analysis):
         correct: dict[str, dict[int, np.ndarray]] = {}
         for g in study.groups.values():
             correct[g.name] = {
-                seed: (predict_logits(run.load(), test).argmax(1) == test.labels).numpy().astype(np.float64)
+                seed: (predict_logits(run.load(), test).argmax(1) == test.labels)
+                .numpy()
+                .astype(np.float64)
                 for seed, run in g.runs.items()
             }
         groups = {name: summarise(per_seed) for name, per_seed in correct.items()}

@@ -19,4 +19,12 @@ def build(name: str, **params: Any) -> DataSplits:
 
 from kdscope.datasets import shapes  # noqa: E402,F401  (registers "shapes")
 
-__all__ = ["DATASETS", "Batch", "DataSplits", "Sample", "TensorDataset", "build", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "Batch",
+    "DataSplits",
+    "Sample",
+    "TensorDataset",
+    "build",
+    "register_dataset",
+]

@@ -59,7 +59,11 @@ class TensorDataset:
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
-        for name, t in [("inputs", self.inputs), ("foreground", self.foreground), *self.tags.items()]:
+        for name, t in [
+            ("inputs", self.inputs),
+            ("foreground", self.foreground),
+            *self.tags.items(),
+        ]:
             if t.shape[0] != n:
                 raise ValueError(f"dataset field {name!r} has {t.shape[0]} rows, labels have {n}")
 

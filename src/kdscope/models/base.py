@@ -52,7 +52,9 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(*conv_bn_relu(c_in, c_out, stride), *conv_bn(c_out, c_out))
         self.shortcut = (
-            nn.Identity() if stride == 1 and c_in == c_out else conv_bn(c_in, c_out, stride, kernel=1)
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else conv_bn(c_in, c_out, stride, kernel=1)
         )
         self.act = nn.ReLU()
 

@@ -72,7 +72,10 @@ def vgg_small(
     w = width
     stages = [
         ("stem", conv_bn_relu(in_channels, w)),
-        ("stage1", nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(w, 2 * w), *conv_bn_relu(2 * w, 2 * w))),
+        (
+            "stage1",
+            nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(w, 2 * w), *conv_bn_relu(2 * w, 2 * w)),
+        ),
         ("stage2", nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(2 * w, 4 * w))),
         ("stage3", nn.Sequential(*conv_bn_relu(4 * w, 4 * w))),
     ]

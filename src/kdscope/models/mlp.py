@@ -17,7 +17,12 @@ class MLP(nn.Module):
     diagnosable = ("fc1", "fc2")
 
     def __init__(
-        self, num_classes: int, in_features: int, hidden: int, mean: Sequence[float], std: Sequence[float]
+        self,
+        num_classes: int,
+        in_features: int,
+        hidden: int,
+        mean: Sequence[float],
+        std: Sequence[float],
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
