@@ -237,7 +237,7 @@ def train_run(
             if not torch.isfinite(loss):
                 bad = next((k for k, v in terms.items() if not torch.isfinite(v)), "total")
                 raise TrainingDiverged(
-                    f"{plan.name} seed {plan.seed}: loss term {bad!r} became {float(terms.get(bad, loss))} "
+                    f"{plan.name} seed {plan.seed}: loss term {bad!r} became {float(terms.get(bad, loss).detach())} "
                     f"at epoch {epoch + 1}, step {step + 1}; lower the learning rate or check the "
                     "method's hyper-parameters"
                 )

@@ -213,7 +213,9 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v[:, None] - (v * s)[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _draw_params(labels: np.ndarray, rng: np.random.Generator, cfg: _Config) -> dict[str, np.ndarray]:
+def _draw_params(
+    labels: np.ndarray, rng: np.random.Generator, cfg: _Config
+) -> dict[str, np.ndarray]:
     """Per-image rendering parameters, drawn in a fixed order whatever the options.
 
     Returns centre ``cx``/``cy`` (pixels), ``radius`` (pixels), ``rotation`` (radians), ``colour``
@@ -317,32 +319,36 @@ def _background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
 
     grid = np.arange(size, dtype=f32) + 0.5
     gx, gy = grid[None, None, :], grid[None, :, None]
-    # Oriented sinusoidal grating, coloured per channel; sin(a + b) split into separable factors.
+    # Texture components (n, 1 + NUM_BLOBS, size, size), mixed into colour in one matmul:
+    # an oriented sinusoidal grating (sin(a + b) split into separable factors) and
+    # low-frequency colour blobs (separable Gaussians).
+    components = np.empty((n, 1 + NUM_BLOBS, size, size), dtype=f32)
     w = 2 * math.pi * p["grating_freq"] / size
     ax = (w * np.cos(p["grating_angle"]))[:, None, None] * gx + p["grating_phase"][:, None, None]
     ay = (w * np.sin(p["grating_angle"]))[:, None, None] * gy
-    wave = np.sin(ax).astype(f32) * np.cos(ay).astype(f32)
-    wave += np.cos(ax).astype(f32) * np.sin(ay).astype(f32)
-    img += p["grating_amp"].astype(f32)[:, :, None, None] * wave[:, None]
-    # Low-frequency colour blobs (separable Gaussians).
+    np.multiply(np.sin(ax), np.cos(ay), out=components[:, 0], casting="same_kind")
+    components[:, 0] += np.cos(ax).astype(f32) * np.sin(ay).astype(f32)
     for b in range(NUM_BLOBS):
         c = p["blob_centre"][:, b]
         s2 = (-0.5 / p["blob_sigma"][:, b] ** 2)[:, None, None]
         bx = np.exp(s2 * (gx - c[:, 0, None, None]) ** 2).astype(f32)
         by = np.exp(s2 * (gy - c[:, 1, None, None]) ** 2).astype(f32)
-        img += p["blob_colour"][:, b].astype(f32)[:, :, None, None] * (by * bx)[:, None]
+        np.multiply(by, bx, out=components[:, 1 + b])
+    weights = np.concatenate([p["grating_amp"][:, :, None], p["blob_colour"].transpose(0, 2, 1)], 2)
+    mixed = np.matmul(weights.astype(f32), components.reshape(n, 1 + NUM_BLOBS, size * size))
+    img += mixed.reshape(n, 3, size, size)
     np.clip(img, 0.0, 1.0, out=img)
-    # Distractor strokes: ~1-pixel-wide line segments of random colours.
+    # Distractor strokes: 1-pixel-wide line segments of random colours, rasterised by sampling
+    # points along each segment (step < 0.5 px) and painting the pixels they fall in.
+    t = np.linspace(0.0, 1.0, 2 * size + 1)[None, :]
+    image_index = np.broadcast_to(np.arange(n)[:, None], (n, t.shape[1]))
     for s in range(cfg.distractors):
-        a = p["stroke_start"][:, s].astype(f32)
-        d = (p["stroke_end"][:, s] - p["stroke_start"][:, s]).astype(f32)
-        ax, ay = a[:, 0, None, None], a[:, 1, None, None]
-        dx, dy = d[:, 0, None, None], d[:, 1, None, None]
-        t = np.clip(((gx - ax) * dx + (gy - ay) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
-        on = (gx - ax - t * dx) ** 2 + (gy - ay - t * dy) ** 2 <= 0.55**2
-        colour = p["stroke_colour"][:, s].astype(f32)
-        for ch in range(3):
-            np.copyto(img[:, ch], colour[:, ch, None, None], where=on)
+        a, b = p["stroke_start"][:, s], p["stroke_end"][:, s]
+        col = np.floor(a[:, 0, None] + t * (b[:, 0, None] - a[:, 0, None])).astype(np.intp)
+        row = np.floor(a[:, 1, None] + t * (b[:, 1, None] - a[:, 1, None])).astype(np.intp)
+        keep = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+        i = image_index[keep]
+        img[i, :, row[keep], col[keep]] = p["stroke_colour"][i, s].astype(f32)
     return img
 
 
