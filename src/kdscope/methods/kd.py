@@ -72,6 +72,16 @@ def require_teacher(method: str, teacher: Outputs | None) -> Outputs:
     return teacher
 
 
+def check_logits(method: str, student_logits: Tensor, teacher_logits: Tensor) -> None:
+    """A user error unless student and teacher logits have the same shape (batch, classes)."""
+    if student_logits.shape != teacher_logits.shape:
+        raise KdscopeError(
+            f"method {method!r}: the student's logits have shape {tuple(student_logits.shape)} but "
+            f"the teacher's have shape {tuple(teacher_logits.shape)}; they must predict the same "
+            "classes"
+        )
+
+
 @register_method("kd")
 class KD(Method):
     """Hinton KD: gamma * CE(z, y) + alpha * tau^2 * KL(softmax(v/tau) || softmax(z/tau)).
@@ -91,6 +101,7 @@ class KD(Method):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         teacher = require_teacher(self.name, teacher)
+        check_logits(self.name, student.logits, teacher.logits)
         target = tempered_softmax(teacher.logits.detach(), self.tau)
         return {
             "ce": self.gamma * F.cross_entropy(student.logits, batch.label),
@@ -103,6 +114,7 @@ class KD(Method):
 
 __all__ = [
     "KD",
+    "check_logits",
     "entropy",
     "require_teacher",
     "soft_cross_entropy",
