@@ -96,7 +96,7 @@ def _assert_same(a: dict[str, object], b: dict[str, object]) -> None:
             assert a[k] == b[k], k
 
 
-@pytest.mark.parametrize("method", ["ce", "hint"])
+@pytest.mark.parametrize("method", ["ce", "hint", "feature_mimic", "crd"])
 def test_training_is_deterministic_and_resumes_identically(tiny_splits, tmp_path: Path, method: str) -> None:
     teacher = None
     if method != "ce":
@@ -123,6 +123,8 @@ def test_training_is_deterministic_and_resumes_identically(tiny_splits, tmp_path
     assert resumed["test_acc"] == full["test_acc"]
     _assert_same(_files(tmp_path / "full"), _files(tmp_path / "resumed"))
     assert not (tmp_path / "resumed" / "state.pt").exists()
+    if teacher is not None:  # the teacher's features were captured by hooks: none may survive
+        assert all(not m._forward_hooks for m in teacher.modules())
 
 
 def _trained_teacher(splits, tmp_path: Path) -> torch.nn.Module:
