@@ -133,5 +133,9 @@ def test_class_count_mismatch_is_reported(tmp_path: Path) -> None:
         data["layers"] = []
         with pytest.raises(KdscopeError, match=r"outputs \(10,\) logits but the dataset has 4 classes"):
             run_study(parse_study(data), tmp_path / "o", quiet=True)
+        assert not (tmp_path / "o").exists()  # nothing written for a study that cannot run
+        data["teacher"]["model"] = {"name": "mlp", "input_size": 8}
+        with pytest.raises(KdscopeError, match=r"cannot process inputs of shape \(3, 16, 16\)"):
+            run_study(parse_study(data), tmp_path / "o", quiet=True)
     finally:
         MODELS._entries.pop("test_fixed10")

@@ -14,6 +14,7 @@ EPILOG = """examples:
   kdscope show smoke                                 print a preset's YAML, to copy and edit
   kdscope list methods                               registered methods (also: models, datasets,
                                                      analyses, presets)
+  kdscope bench training                             cost of trajectory logging and teacher caching
 
 A run killed at any point resumes where it stopped when the same command is run again."""
 
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="print a preset's YAML")
     show.add_argument("preset")
+
+    bench = sub.add_parser(
+        "bench", help="measure kdscope's costs side by side (prints ratios)"
+    )
+    bench.add_argument("name", choices=["training"], help="what to benchmark")
+    bench.add_argument("--repeats", type=int, default=3, help="timings per variant (median kept)")
 
     lst = sub.add_parser(
         "list", help="list registered models, methods, datasets, analyses or presets"
@@ -91,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             load_preset(args.preset)
             print((PRESET_DIR / f"{args.preset}.yaml").read_text(encoding="utf-8"), end="")
+            return 0
+        if args.command == "bench":
+            from kdscope.bench import BENCHMARKS, format_rows
+
+            print(format_rows(BENCHMARKS[args.name](repeats=args.repeats)))
             return 0
         return _list(args.what)
     except KdscopeError as e:

@@ -27,7 +27,7 @@ from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import build_model, resolve_layer
-from kdscope.trainer import RunPlan, load_checkpoint, run_steps, train_run
+from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, run_steps, train_run
 from kdscope.trajectory import checkpoint_epochs
 
 Role = Literal["teacher", "baseline", "student"]
@@ -136,6 +136,7 @@ def _validate_models(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group
             continue
         seen.add(key)
         model = build_model(g.model.name, data.num_classes, **g.model.params)
+        check_model_io(model, data.train.inputs[:2], data.num_classes, f"model {g.model.name!r}")
         for layer in cfg.layers:
             resolve_layer(model, layer)
 
@@ -173,10 +174,10 @@ def run_study(
     from kdscope.report import write_summary_and_report
 
     out_dir = Path(out_dir)
-    _prepare_out_dir(cfg, out_dir)
     data = build_dataset(cfg.dataset.name, **cfg.dataset.params)
     groups = plan_groups(cfg)
-    _validate_models(cfg, data, groups)
+    _validate_models(cfg, data, groups)  # fail before anything is written
+    _prepare_out_dir(cfg, out_dir)
     result = StudyResult(cfg, out_dir, data, groups)
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
     total = sum(run_steps(p, len(data.train)) for _, _, p in jobs)

@@ -143,12 +143,18 @@ class _Epochs:
         raise IndexError(epoch)
 
 
-def _check_classes(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
+def check_model_io(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
+    """A user error unless ``model`` maps inputs like ``x`` to (batch, num_classes) logits."""
     was = model.training
     model.eval()
-    with torch.no_grad():
-        out = model(x[:2])
-    model.train(was)
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise KdscopeError(f"{what} cannot process inputs of shape {tuple(x.shape[1:])}: {first}") from None
+    finally:
+        model.train(was)
     if out.dim() != 2 or out.shape[1] != num_classes:
         raise KdscopeError(
             f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes"
@@ -175,12 +181,12 @@ def train_run(
 
     torch.manual_seed(derive_seed(plan.seed, "init"))
     student = build_model(plan.model.name, data.num_classes, **plan.model.params)
-    _check_classes(student, example.input, data.num_classes, f"model {plan.model.name!r}")
+    check_model_io(student, example.input, data.num_classes, f"model {plan.model.name!r}")
     method: Method = build_method(plan.method, **plan.method_params)
     if method.needs_teacher and teacher is None:
         raise KdscopeError(f"method {plan.method!r} needs a teacher")
     if teacher is not None:
-        _check_classes(teacher, example.input, data.num_classes, "the teacher")
+        check_model_io(teacher, example.input, data.num_classes, "the teacher")
     method.bind(BindContext(student, teacher if method.needs_teacher else None, train, example))
     layers = {name: resolve_layer(student, name) for name in plan.layers}
     traj = PathLengthLogger(student, layers, example.input)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kdscope.datasets.base import Batch, DataSplits, Sample, TensorDataset
+from kdscope.errors import KdscopeError
 from kdscope.registry import Registry
 
 DATASETS: Registry[Callable[..., DataSplits]] = Registry("dataset")
@@ -13,8 +14,12 @@ register_dataset = DATASETS.register
 
 
 def build(name: str, **params: Any) -> DataSplits:
-    """Build the registered dataset ``name`` with its keyword parameters."""
-    return DATASETS.get(name)(**params)
+    """Build the registered dataset ``name``; bad parameters are a user error naming them."""
+    ctor = DATASETS.get(name)
+    try:
+        return ctor(**params)
+    except (TypeError, ValueError) as e:
+        raise KdscopeError(f"dataset {name!r}: {e}") from None
 
 
 from kdscope.datasets import shapes  # noqa: E402,F401  (registers "shapes")

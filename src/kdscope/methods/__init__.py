@@ -30,7 +30,7 @@ def build_method(name: str, **params: Any) -> Method:
     cls = METHODS.get(name)
     try:
         return cls(**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise KdscopeError(f"method {name!r}: {e}") from None
 
 

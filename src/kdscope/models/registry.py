@@ -19,7 +19,7 @@ def build_model(name: str, num_classes: int, **params: Any) -> nn.Module:
     ctor = MODELS.get(name)
     try:
         return ctor(num_classes=num_classes, **params)
-    except TypeError as e:
+    except (TypeError, ValueError, RuntimeError) as e:
         raise KdscopeError(f"model {name!r}: {e}") from None
 
 
