@@ -59,6 +59,7 @@ def test_smoke_run_writes_every_documented_file(smoke_run: Path) -> None:
             traj = json.loads((run / "trajectory.json").read_text())
             assert set(traj["layers"]) == set(SMOKE.layers)
             assert len(traj["layers"]["conv"]["cumulative_distance"]) == epochs + 1
+    assert summary["dataset"]["n_train"] == 256 and summary["dataset"]["student_n_train"] == 192
     assert "accuracy" in summary["analyses"]
     acc = summary["analyses"]["accuracy"]
     assert set(acc["student_minus_baseline"]) == {s.label for s in SMOKE.students}
@@ -106,6 +107,9 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
     layer = tmp_path / "layer.yaml"
     layer.write_text(SMOKE.to_yaml().replace("- conv\n", "- conv9\n", 1))
     _one_line_error(_kdscope("run", str(layer), "--out", str(tmp_path / "o2")), "unknown layer 'conv9'")
+    big = tmp_path / "big.yaml"
+    big.write_text(SMOKE.to_yaml().replace("transfer_size: 192", "transfer_size: 9999"))
+    _one_line_error(_kdscope("run", str(big), "--out", str(tmp_path / "o")), "exceeds the 256")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

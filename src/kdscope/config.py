@@ -168,6 +168,12 @@ class StudyConfig(BaseModel):
     checkpoints: Literal["auto"] | tuple[int, ...] = "auto"
     analyses: tuple[str, ...] = ("accuracy",)
     cache_teacher: bool = True
+    transfer_size: int | None = Field(
+        None,
+        ge=2,
+        description="baselines and students train on the first N training examples (a transfer "
+        "set smaller than the teacher's training data); None: the whole training set",
+    )
 
     @field_validator("seeds")
     @classmethod

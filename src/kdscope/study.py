@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -77,12 +78,17 @@ class Group:
 
 @dataclass
 class StudyResult:
-    """A study's configuration, data and trained models: what every analysis receives."""
+    """A study's configuration, data and trained models: what every analysis receives.
+
+    ``data`` is the whole dataset (the teacher's training data); ``student_data`` the split the
+    baselines and students trained on (fewer training examples when ``transfer_size`` is set).
+    """
 
     config: StudyConfig
     out_dir: Path
     data: DataSplits
     groups: dict[str, Group]
+    student_data: DataSplits
 
     @property
     def teacher(self) -> Group:
@@ -156,6 +162,18 @@ def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
     io.write_text(existing, resolved)
 
 
+def transfer_data(cfg: StudyConfig, data: DataSplits) -> DataSplits:
+    """The data baselines and students train on: the first ``transfer_size`` training examples
+    (the generated datasets are already shuffled), or all of them; the same test split."""
+    if cfg.transfer_size is None:
+        return data
+    if cfg.transfer_size > len(data.train):
+        raise KdscopeError(
+            f"transfer_size {cfg.transfer_size} exceeds the {len(data.train)} training examples"
+        )
+    return DataSplits(data.train.subset(torch.arange(cfg.transfer_size)), data.test)
+
+
 def iter_runs(cfg: StudyConfig, groups: dict[str, Group]) -> Iterator[tuple[Group, int]]:
     """(group, seed) in training order: the teacher first, then baselines, then students."""
     yield groups["teacher"], cfg.teacher_seed
@@ -177,10 +195,13 @@ def run_study(
     data = build_dataset(cfg.dataset.name, **cfg.dataset.params)
     groups = plan_groups(cfg)
     _validate_models(cfg, data, groups)  # fail before anything is written
+    student_data = transfer_data(cfg, data)
     _prepare_out_dir(cfg, out_dir)
-    result = StudyResult(cfg, out_dir, data, groups)
+    result = StudyResult(cfg, out_dir, data, groups, student_data)
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
-    total = sum(run_steps(p, len(data.train)) for _, _, p in jobs)
+    total = sum(
+        run_steps(p, len((data if g.role == "teacher" else student_data).train)) for g, _, p in jobs
+    )
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
     executor = executor or LocalExecutor()
 
@@ -188,8 +209,12 @@ def run_study(
         g, seed, plan = item
         bar.set_description(f"{g.name} seed {seed}")
         run_dir = out_dir / "models" / g.name / f"seed{seed}"
-        teacher = None if g.role == "teacher" else result.teacher_model
-        res = train_run(plan, data, run_dir, teacher, cfg.cache_teacher, progress=bar.update)
+        if g.role == "teacher":
+            res = train_run(plan, data, run_dir, None, progress=bar.update)
+        else:
+            res = train_run(
+                plan, student_data, run_dir, result.teacher_model, cfg.cache_teacher, bar.update
+            )
         g.runs[seed] = Run(plan, run_dir, data.num_classes, res)
 
     try:

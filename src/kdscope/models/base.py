@@ -62,6 +62,22 @@ class BasicBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
+def add_head(model: nn.Module, in_features: int, hidden: int, num_classes: int) -> None:
+    """Register the shared three-layer head ``fc1 -> fc1_act -> fc2 -> fc2_act -> fc3`` on
+    ``model``; :func:`run_head` applies it."""
+    model.fc1 = nn.Linear(in_features, hidden)
+    model.fc1_act = nn.ReLU()
+    model.fc2 = nn.Linear(hidden, hidden)
+    model.fc2_act = nn.ReLU()
+    model.fc3 = nn.Linear(hidden, num_classes)
+    model.num_classes = num_classes
+
+
+def run_head(model: nn.Module, x: Tensor) -> Tensor:
+    """fc3(relu(fc2(relu(fc1(x))))) with the modules registered by :func:`add_head`."""
+    return model.fc3(model.fc2_act(model.fc2(model.fc1_act(model.fc1(x)))))
+
+
 class ConvClassifier(nn.Module):
     """Normaliser, named convolutional stages, a ``conv`` layer and a three-layer MLP head.
 
@@ -89,18 +105,10 @@ class ConvClassifier(nn.Module):
         self.conv = conv
         self.conv_act = nn.ReLU()
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc1 = nn.Linear(conv_channels, hidden)
-        self.fc1_act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc2_act = nn.ReLU()
-        self.fc3 = nn.Linear(hidden, num_classes)
-        self.num_classes = num_classes
+        add_head(self, conv_channels, hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.normalize(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        x = self.pool(self.conv_act(self.conv(x)))
-        x = self.fc1_act(self.fc1(x))
-        x = self.fc2_act(self.fc2(x))
-        return self.fc3(x)
+        return run_head(self, self.pool(self.conv_act(self.conv(x))))

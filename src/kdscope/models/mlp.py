@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from kdscope.models.base import Normalize
+from kdscope.models.base import Normalize, add_head, run_head
 from kdscope.models.registry import register_model
 
 
@@ -27,16 +27,10 @@ class MLP(nn.Module):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.fc1_act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.fc2_act = nn.ReLU()
-        self.fc3 = nn.Linear(hidden, num_classes)
-        self.num_classes = num_classes
+        add_head(self, in_features, hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.flatten(self.normalize(x))
-        return self.fc3(self.fc2_act(self.fc2(self.fc1_act(self.fc1(x)))))
+        return run_head(self, self.flatten(self.normalize(x)))
 
 
 @register_model("mlp")
