@@ -32,14 +32,29 @@ def test_minimal_study_gets_defaults() -> None:
         (_with(teachr={}), "my.yaml: teachr: unknown key"),
         (_with(seeds=[0, 0]), "seeds: seeds must be distinct"),
         (_with(students=[{"method": "kdd"}]), "students[0]: unknown method 'kdd'"),
-        (_with(students=[{"method": "kd", "temperature": 3}]), "unknown parameter 'temperature' for method 'kd'"),
-        (_with(student={"model": {"name": "cnn_small", "depth": 3}}), "unknown parameter 'depth' for model 'cnn_small'"),
-        (_with(student={"model": "cnn_small", "train": {"epochs": 0}}), "student.train.epochs: Input should be greater than or equal to 1"),
+        (
+            _with(students=[{"method": "kd", "temperature": 3}]),
+            "unknown parameter 'temperature' for method 'kd'",
+        ),
+        (
+            _with(student={"model": {"name": "cnn_small", "depth": 3}}),
+            "unknown parameter 'depth' for model 'cnn_small'",
+        ),
+        (
+            _with(student={"model": "cnn_small", "train": {"epochs": 0}}),
+            "student.train.epochs: Input should be greater than or equal to 1",
+        ),
         (_with(student={"model": "cnn_small", "train": {"lr": "fast"}}), "student.train.lr"),
-        (_with(dataset={"name": "shapes", "n_trian": 5}), "unknown parameter 'n_trian' for dataset 'shapes'"),
+        (
+            _with(dataset={"name": "shapes", "n_trian": 5}),
+            "unknown parameter 'n_trian' for dataset 'shapes'",
+        ),
         (_with(analyses=["nope"]), "unknown analysis 'nope'"),
         (_with(students=[{"method": "kd"}, {"method": "kd"}]), "student names must be unique"),
-        (_with(students=[{"method": "kd", "train": {"epoch": 3}}]), "unknown training setting(s) ['epoch']"),
+        (
+            _with(students=[{"method": "kd", "train": {"epoch": 3}}]),
+            "unknown training setting(s) ['epoch']",
+        ),
         ([1, 2], "a study must be a YAML mapping"),
     ],
 )

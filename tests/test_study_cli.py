@@ -55,7 +55,9 @@ def test_smoke_run_writes_every_documented_file(smoke_run: Path) -> None:
             assert not (run / "state.pt").exists()
             epochs = m["seeds"][seed]["epochs"]
             ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-            assert ckpts == [f"epoch_{e:03d}.pt" for e in sorted({*SMOKE.checkpoints, epochs}) if e <= epochs]
+            assert ckpts == [
+                f"epoch_{e:03d}.pt" for e in sorted({*SMOKE.checkpoints, epochs}) if e <= epochs
+            ]
             traj = json.loads((run / "trajectory.json").read_text())
             assert set(traj["layers"]) == set(SMOKE.layers)
             assert len(traj["layers"]["conv"]["cumulative_distance"]) == epochs + 1
@@ -65,7 +67,7 @@ def test_smoke_run_writes_every_documented_file(smoke_run: Path) -> None:
     assert set(acc["student_minus_baseline"]) == {s.label for s in SMOKE.students}
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 1 and "<h2>Accuracy" in report
-    assert "src=\"http" not in report  # self-contained
+    assert 'src="http' not in report  # self-contained
 
 
 def test_rerun_is_a_no_op_with_the_same_summary(smoke_run: Path) -> None:
@@ -99,21 +101,29 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> 
 
 
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
-    _one_line_error(_kdscope("run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")), "not found")
+    _one_line_error(
+        _kdscope("run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")), "not found"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMOKE.to_yaml().replace("method: kd\n", "method: kdd\n", 1))
     _one_line_error(_kdscope("run", str(bad), "--out", str(tmp_path / "o")), "unknown method 'kdd'")
-    _one_line_error(_kdscope("run", "--preset", "nope", "--out", str(tmp_path / "o")), "unknown preset")
+    _one_line_error(
+        _kdscope("run", "--preset", "nope", "--out", str(tmp_path / "o")), "unknown preset"
+    )
     layer = tmp_path / "layer.yaml"
     layer.write_text(SMOKE.to_yaml().replace("- conv\n", "- conv9\n", 1))
-    _one_line_error(_kdscope("run", str(layer), "--out", str(tmp_path / "o2")), "unknown layer 'conv9'")
+    _one_line_error(
+        _kdscope("run", str(layer), "--out", str(tmp_path / "o2")), "unknown layer 'conv9'"
+    )
     big = tmp_path / "big.yaml"
     big.write_text(SMOKE.to_yaml().replace("transfer_size: 192", "transfer_size: 9999"))
     _one_line_error(_kdscope("run", str(big), "--out", str(tmp_path / "o")), "exceeds the 256")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_a_different_study_never_overwrites_existing_results(smoke_run: Path, tmp_path: Path) -> None:
+def test_a_different_study_never_overwrites_existing_results(
+    smoke_run: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "other.yaml"
     other.write_text(SMOKE.to_yaml().replace("name: smoke", "name: other"))
     before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()}
@@ -135,7 +145,9 @@ def test_class_count_mismatch_is_reported(tmp_path: Path) -> None:
         data = SMOKE.model_dump(mode="json")
         data["teacher"]["model"] = {"name": "test_fixed10"}
         data["layers"] = []
-        with pytest.raises(KdscopeError, match=r"outputs \(10,\) logits but the dataset has 4 classes"):
+        with pytest.raises(
+            KdscopeError, match=r"outputs \(10,\) logits but the dataset has 4 classes"
+        ):
             run_study(parse_study(data), tmp_path / "o", quiet=True)
         assert not (tmp_path / "o").exists()  # nothing written for a study that cannot run
         data["teacher"]["model"] = {"name": "mlp", "input_size": 8}

@@ -41,7 +41,9 @@ def test_lr_schedules() -> None:
     cos = TrainConfig(lr=1.0, schedule="cosine")
     assert lr_at(cos, 0, 4) == 1.0 and math.isclose(lr_at(cos, 2, 4), 0.5)
     step = TrainConfig(lr=1.0, schedule="step")
-    assert [lr_at(step, e, 8) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr_at(step, e, 8) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
 
 
 def test_path_length_is_the_sum_of_update_norms() -> None:
@@ -63,7 +65,9 @@ def test_path_length_is_the_sum_of_update_norms() -> None:
     traj = logger.to_json([0, 1])["layers"]["lin"]
     assert traj["initial_norm"] == pytest.approx(float(w0.norm()))
     assert traj["path_length_per_epoch"][0] == pytest.approx(expected, rel=1e-6)
-    assert traj["cumulative_distance"] == pytest.approx([0.0, expected / float(w0.norm())], rel=1e-6)
+    assert traj["cumulative_distance"] == pytest.approx(
+        [0.0, expected / float(w0.norm())], rel=1e-6
+    )
 
 
 def test_random_shift_moves_images_by_integer_offsets() -> None:
@@ -72,13 +76,18 @@ def test_random_shift_moves_images_by_integer_offsets() -> None:
     for b in range(2):  # every output is an edge-padded translate of its input
         padded = torch.nn.functional.pad(x[b : b + 1], (1, 1, 1, 1), mode="replicate")[0, 0]
         assert any(
-            torch.equal(out[b, 0], padded[dy : dy + 5, dx : dx + 5]) for dy in range(3) for dx in range(3)
+            torch.equal(out[b, 0], padded[dy : dy + 5, dx : dx + 5])
+            for dy in range(3)
+            for dx in range(3)
         )
 
 
 def _files(run_dir: Path) -> dict[str, object]:
     out: dict[str, object] = {
-        "metrics": [{k: v for k, v in r.items() if k != "seconds"} for r in io.read_csv(run_dir / "metrics.csv")],
+        "metrics": [
+            {k: v for k, v in r.items() if k != "seconds"}
+            for r in io.read_csv(run_dir / "metrics.csv")
+        ],
         "trajectory": io.read_json(run_dir / "trajectory.json"),
     }
     for ckpt in sorted((run_dir / "checkpoints").glob("*.pt")):
@@ -97,7 +106,9 @@ def _assert_same(a: dict[str, object], b: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("method", ["ce", "hint", "feature_mimic", "crd"])
-def test_training_is_deterministic_and_resumes_identically(tiny_splits, tmp_path: Path, method: str) -> None:
+def test_training_is_deterministic_and_resumes_identically(
+    tiny_splits, tmp_path: Path, method: str
+) -> None:
     teacher = None
     if method != "ce":
         teacher = _trained_teacher(tiny_splits, tmp_path)
@@ -132,10 +143,14 @@ def _trained_teacher(splits, tmp_path: Path) -> torch.nn.Module:
     train_run(plan, splits, tmp_path / "teacher")
     from kdscope.trainer import load_checkpoint
 
-    return load_checkpoint(plan, splits.num_classes, tmp_path / "teacher" / "checkpoints" / "epoch_001.pt")
+    return load_checkpoint(
+        plan, splits.num_classes, tmp_path / "teacher" / "checkpoints" / "epoch_001.pt"
+    )
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_files(tiny_splits, tmp_path: Path) -> None:
+def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_files(
+    tiny_splits, tmp_path: Path
+) -> None:
     plan = _plan("ce", epochs=3, lr=1e30, optimizer="sgd", momentum=0.0)
     with pytest.raises(TrainingDiverged, match=r"loss term 'ce' became (nan|inf)"):
         train_run(plan, tiny_splits, tmp_path / "run")

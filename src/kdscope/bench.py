@@ -24,7 +24,9 @@ from kdscope.trainer import RunPlan, train_run
 BENCHMARKS: dict[str, Callable[..., list[dict[str, object]]]] = {}
 
 
-def _benchmark(name: str) -> Callable[[Callable[..., list[dict[str, object]]]], Callable[..., list[dict[str, object]]]]:
+def _benchmark(
+    name: str,
+) -> Callable[[Callable[..., list[dict[str, object]]]], Callable[..., list[dict[str, object]]]]:
     def add(fn: Callable[..., list[dict[str, object]]]) -> Callable[..., list[dict[str, object]]]:
         BENCHMARKS[name] = fn
         return fn
@@ -33,7 +35,9 @@ def _benchmark(name: str) -> Callable[[Callable[..., list[dict[str, object]]]], 
 
 
 @_benchmark("training")
-def bench_training(n_train: int = 512, epochs: int = 2, repeats: int = 3) -> list[dict[str, object]]:
+def bench_training(
+    n_train: int = 512, epochs: int = 2, repeats: int = 3
+) -> list[dict[str, object]]:
     """Student training throughput: plain, with path-length logging, with/without teacher cache."""
     data = build_dataset("shapes", n_train=n_train, n_test=256, seed=0)
     torch.manual_seed(0)
@@ -53,7 +57,9 @@ def bench_training(n_train: int = 512, epochs: int = 2, repeats: int = 3) -> lis
             times = []
             for r in range(repeats):
                 t0 = time.perf_counter()
-                train_run(plan, data, Path(tmp) / f"{i}-{r}", teacher if method != "ce" else None, cache)
+                train_run(
+                    plan, data, Path(tmp) / f"{i}-{r}", teacher if method != "ce" else None, cache
+                )
                 times.append(time.perf_counter() - t0)
             rows.append({"variant": label, "seconds": statistics.median(times)})
     base = {"ce": rows[0]["seconds"], "kd": rows[2]["seconds"]}

@@ -44,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a preset's YAML")
     show.add_argument("preset")
 
-    bench = sub.add_parser(
-        "bench", help="measure kdscope's costs side by side (prints ratios)"
-    )
+    bench = sub.add_parser("bench", help="measure kdscope's costs side by side (prints ratios)")
     bench.add_argument("name", choices=["training"], help="what to benchmark")
     bench.add_argument("--repeats", type=int, default=3, help="timings per variant (median kept)")
 

@@ -67,6 +67,7 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
             "name": study.config.dataset.name,
             **study.config.dataset.params,
             "n_train": len(study.data.train),
+            "student_n_train": len(study.student_data.train),
             "n_test": len(study.data.test),
             "num_classes": study.data.num_classes,
         },
@@ -122,7 +123,8 @@ def render_report(
         f"<h1>kdscope study: {html.escape(cfg.name)}</h1>",
         f"<p class='note'>kdscope {__version__}, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
         f"Dataset {html.escape(cfg.dataset.name)}: {len(study.data.train)} training and "
-        f"{len(study.data.test)} test inputs, {study.data.num_classes} classes.</p>",
+        f"{len(study.data.test)} test inputs, {study.data.num_classes} classes; baselines and "
+        f"students train on {len(study.student_data.train)} of the training inputs.</p>",
         "<h2>Models</h2>",
         _models_table(summary),
         "<h2>Training curves</h2>",

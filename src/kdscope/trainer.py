@@ -152,7 +152,9 @@ def check_model_io(model: nn.Module, x: Tensor, num_classes: int, what: str) -> 
             out = model(x[:2])
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise KdscopeError(f"{what} cannot process inputs of shape {tuple(x.shape[1:])}: {first}") from None
+        raise KdscopeError(
+            f"{what} cannot process inputs of shape {tuple(x.shape[1:])}: {first}"
+        ) from None
     finally:
         model.train(was)
     if out.dim() != 2 or out.shape[1] != num_classes:
