@@ -21,9 +21,17 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_params(
-    ctor: Callable[..., Any], params: dict[str, Any], where: str, skip: tuple[str, ...]
+    lookup: Callable[[], Callable[..., Any]],
+    params: dict[str, Any],
+    where: str,
+    skip: tuple[str, ...],
 ) -> None:
-    """Reject keys that ``ctor`` does not accept as keyword arguments."""
+    """Reject an unknown registered name (``lookup`` raises) and keys that the constructor it
+    returns does not accept as keyword arguments; raised as ValueError for pydantic."""
+    try:
+        ctor = lookup()
+    except KdscopeError as e:
+        raise ValueError(str(e)) from None
     sig = inspect.signature(ctor)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -35,10 +43,19 @@ def _check_params(
             )
 
 
-class ModelConfig(BaseModel):
-    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
+class _WithParams(BaseModel):
+    """A config whose keys besides the declared fields are parameters of a registered object."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(_WithParams):
+    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
+
     name: str
 
     @model_validator(mode="before")
@@ -46,20 +63,13 @@ class ModelConfig(BaseModel):
     def _from_string(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
         from kdscope.models import MODELS
 
-        try:
-            _check_params(
-                MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",)
-            )
-        except KdscopeError as e:
-            raise ValueError(str(e)) from None
+        _check_params(
+            lambda: MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",)
+        )
         return self
 
     def label(self) -> str:
@@ -67,24 +77,16 @@ class ModelConfig(BaseModel):
         return f"{self.name}({extra})" if extra else self.name
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(_WithParams):
     """A registered dataset and its parameters: ``{name: shapes, n_train: 3000}``."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "shapes"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     @model_validator(mode="after")
     def _known(self) -> DatasetConfig:
         from kdscope.datasets import DATASETS
 
-        try:
-            _check_params(DATASETS.get(self.name), self.params, f"dataset {self.name!r}", ())
-        except KdscopeError as e:
-            raise ValueError(str(e)) from None
+        _check_params(lambda: DATASETS.get(self.name), self.params, f"dataset {self.name!r}", ())
         return self
 
 
@@ -117,20 +119,15 @@ class RoleConfig(BaseModel):
     train: TrainConfig = TrainConfig()
 
 
-class StudentConfig(BaseModel):
+class StudentConfig(_WithParams):
     """One distilled student: a method with its hyper-parameters, optionally its own model and
     recipe overrides. Every key besides ``method``, ``name``, ``model`` and ``train`` is a
     hyper-parameter of the method."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     method: str
     name: str | None = None
     model: ModelConfig | None = None
     train: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     @property
     def label(self) -> str:
@@ -140,12 +137,9 @@ class StudentConfig(BaseModel):
     def _known(self) -> StudentConfig:
         from kdscope.methods import METHODS
 
-        try:
-            _check_params(
-                METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ()
-            )
-        except KdscopeError as e:
-            raise ValueError(str(e)) from None
+        _check_params(
+            lambda: METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ()
+        )
         unknown = set(self.train) - set(TrainConfig.model_fields)
         if unknown:
             raise ValueError(f"unknown training setting(s) {sorted(unknown)} in 'train'")
