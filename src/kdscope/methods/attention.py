@@ -25,9 +25,8 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, probe
-from kdscope.methods.kd import require_teacher
-from kdscope.models.hooks import Outputs, resolve_layer
+from kdscope.methods.base import BindContext, Method, bind_layers, require_teacher
+from kdscope.models.hooks import Outputs
 
 
 def attention_map(f: Tensor, p: float = 2.0) -> Tensor:
@@ -91,13 +90,8 @@ class Attention(Method):
         self._teacher_paths: list[str] = []
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher is None:
-            raise KdscopeError("method 'attention' needs a teacher, but none was given")
-        s_paths = [resolve_layer(ctx.student, layer) for layer in self.layers]
-        t_paths = [resolve_layer(ctx.teacher, layer) for layer in self.teacher_layer_names]
-        x = ctx.example.input
-        fs = probe(ctx.student, x, s_paths).features
-        ft = probe(ctx.teacher, x, t_paths).features
+        b = bind_layers(ctx, self.name, self.layers, self.teacher_layer_names)
+        s_paths, t_paths, fs, ft = b.student_paths, b.teacher_paths, b.student, b.teacher
         for ls, lt, ps, pt in zip(
             self.layers, self.teacher_layer_names, s_paths, t_paths, strict=True
         ):

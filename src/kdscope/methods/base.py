@@ -20,14 +20,18 @@ Life cycle, driven by the trainer:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from kdscope.datasets.base import Batch, TensorDataset
-from kdscope.models.hooks import Outputs, forward_with_features
+from kdscope.errors import KdscopeError
+from kdscope.models.hooks import Outputs, forward_with_features, resolve_layer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,3 +90,37 @@ def probe(model: nn.Module, x: Tensor, paths: list[str]) -> Outputs:
         return forward_with_features(model, x, paths)
     finally:
         model.train(was_training)
+
+
+def require_teacher(method: str, teacher: T | None) -> T:
+    """``teacher`` (a model or its outputs), or a user error saying the method needs one."""
+    if teacher is None:
+        raise KdscopeError(f"method {method!r} needs a teacher, but none was given")
+    return teacher
+
+
+@dataclass(frozen=True)
+class BoundLayers:
+    """Resolved module paths of paired student/teacher layers and their outputs on the example."""
+
+    student_paths: list[str]
+    teacher_paths: list[str]
+    student: dict[str, Tensor]
+    teacher: dict[str, Tensor]
+
+
+def bind_layers(
+    ctx: BindContext, method: str, student_layers: Sequence[str], teacher_layers: Sequence[str]
+) -> BoundLayers:
+    """Resolve layers (roles or paths) on the student and the teacher and probe their outputs on
+    ``ctx.example`` in eval mode: what a feature-based method needs to size its parts."""
+    teacher = require_teacher(method, ctx.teacher)
+    s_paths = [resolve_layer(ctx.student, layer) for layer in student_layers]
+    t_paths = [resolve_layer(teacher, layer) for layer in teacher_layers]
+    x = ctx.example.input
+    return BoundLayers(
+        s_paths,
+        t_paths,
+        probe(ctx.student, x, s_paths).features,
+        probe(teacher, x, t_paths).features,
+    )

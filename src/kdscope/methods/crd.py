@@ -40,9 +40,8 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, probe
-from kdscope.methods.kd import require_teacher
-from kdscope.models.hooks import Outputs, resolve_layer
+from kdscope.methods.base import BindContext, Method, bind_layers, require_teacher
+from kdscope.models.hooks import Outputs
 
 LOSSES = ("nce", "softmax")
 
@@ -178,13 +177,9 @@ class CRD(Method):
             self.register_buffer(name, torch.empty(0, dtype=torch.long), persistent=False)
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher is None:
-            raise KdscopeError("method 'crd' needs a teacher, but none was given")
-        self._student_path = resolve_layer(ctx.student, self.student_layer)
-        self._teacher_path = resolve_layer(ctx.teacher, self.teacher_layer)
-        x = ctx.example.input
-        fs = probe(ctx.student, x, [self._student_path]).features[self._student_path]
-        ft = probe(ctx.teacher, x, [self._teacher_path]).features[self._teacher_path]
+        b = bind_layers(ctx, self.name, [self.student_layer], [self.teacher_layer])
+        (self._student_path,), (self._teacher_path,) = b.student_paths, b.teacher_paths
+        fs, ft = b.student[self._student_path], b.teacher[self._teacher_path]
         device = next(ctx.student.parameters()).device
         self.embed_s = Embed(fs[0].numel(), self.feat_dim).to(device)
         self.embed_t = Embed(ft[0].numel(), self.feat_dim).to(device)

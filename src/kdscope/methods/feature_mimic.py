@@ -25,9 +25,8 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, Phase, probe
-from kdscope.methods.kd import require_teacher
-from kdscope.models.hooks import Outputs, capture, resolve_layer
+from kdscope.methods.base import BindContext, Method, Phase, bind_layers, require_teacher
+from kdscope.models.hooks import Outputs, capture
 
 MIMIC = "mimic"
 CLASSIFIER = "classifier"
@@ -109,13 +108,10 @@ class FeatureMimic(Method):
         self._mimic_only: bool | None = None
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher is None:
-            raise KdscopeError("method 'feature_mimic' needs a teacher, but none was given")
-        self._student_path = resolve_layer(ctx.student, self.layer)
-        self._teacher_path = resolve_layer(ctx.teacher, self.layer)
+        b = bind_layers(ctx, self.name, [self.layer], [self.layer])
+        (self._student_path,), (self._teacher_path,) = b.student_paths, b.teacher_paths
+        fs, ft = b.student[self._student_path], b.teacher[self._teacher_path]
         x = ctx.example.input
-        fs = probe(ctx.student, x, [self._student_path]).features[self._student_path]
-        ft = probe(ctx.teacher, x, [self._teacher_path]).features[self._teacher_path]
         _check_shapes(self.layer, fs, ft)
         self._frozen, self._frozen_modules = upstream_of_layer(ctx.student, self._student_path, x)
         frozen = set(self._frozen)

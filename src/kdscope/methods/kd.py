@@ -32,7 +32,7 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import Method
+from kdscope.methods.base import Method, require_teacher
 from kdscope.models.hooks import Outputs
 
 
@@ -63,13 +63,6 @@ def soft_target_loss(student_logits: Tensor, target_probs: Tensor, tau: float = 
     log_p = F.log_softmax(student_logits / tau, dim=-1)
     kl = (torch.xlogy(q, q) - q * log_p).sum(dim=-1)
     return tau**2 * kl.mean()
-
-
-def require_teacher(method: str, teacher: Outputs | None) -> Outputs:
-    """The teacher's outputs, or a user error saying the method needs a teacher."""
-    if teacher is None:
-        raise KdscopeError(f"method {method!r} needs a teacher, but none was given")
-    return teacher
 
 
 def check_logits(method: str, student_logits: Tensor, teacher_logits: Tensor) -> None:
