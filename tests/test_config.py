@@ -52,6 +52,14 @@ def test_minimal_study_gets_defaults() -> None:
         (_with(analyses=["nope"]), "unknown analysis 'nope'"),
         (_with(students=[{"method": "kd"}, {"method": "kd"}]), "student names must be unique"),
         (
+            _with(students=[{"method": "kd", "name": "baseline"}]),
+            "student name 'baseline' is reserved",
+        ),
+        (
+            _with(students=[{"method": "ce", "name": "teacher"}]),
+            "student name 'teacher' is reserved",
+        ),
+        (
             _with(students=[{"method": "kd", "train": {"epoch": 3}}]),
             "unknown training setting(s) ['epoch']",
         ),

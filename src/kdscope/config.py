@@ -191,9 +191,9 @@ class StudyConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         labels = [s.label for s in self.students]
-        for reserved in ("teacher",):
-            if reserved in labels:
-                raise ValueError(f"student name {reserved!r} is reserved")
+        for label in labels:  # the teacher and the automatic baselines own these names
+            if label == "teacher" or label.startswith("baseline"):
+                raise ValueError(f"student name {label!r} is reserved; give the student a 'name'")
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(
