@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -187,24 +187,26 @@ class _Config:
     outline: bool
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"shapes: {name} must be an integer, got {value!r}")
-    value = int(value)
+N = TypeVar("N", int, float)
+
+
+def _check_bounds(name: str, value: N, low: N, high: N | None) -> N:
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"shapes: {name} must be {bound}, got {value}")
     return value
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"shapes: {name} must be an integer, got {value!r}")
+    return _check_bounds(name, int(value), low, high)
 
 
 def _check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise ValueError(f"shapes: {name} must be a finite number, got {value!r}")
-    value = float(value)
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"shapes: {name} must be {bound}, got {value}")
-    return value
+    return _check_bounds(name, float(value), low, high)
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
