@@ -41,3 +41,19 @@ def test_summarise_reports_per_seed_mean_std() -> None:
     assert s["per_seed"] == {"0": 0.5, "2": 1.0}
     assert s["mean"] == 0.75 and s["std"] == pytest.approx(0.25)
     assert s["ci95"][0] <= 0.75 <= s["ci95"][1]
+
+
+def test_statistic_of_paired_columns() -> None:
+    # std(student) - std(baseline) per seed; no input noise when every resample is the same set
+    a = np.array([[0.0, 1.0], [2.0, 1.0]])  # student std 1, baseline std 0
+    b = np.array([[1.0, 5.0], [1.0, 5.0]])  # student std 0, baseline std 0
+
+    def std_diff(r: np.ndarray) -> np.ndarray:
+        return r[..., 0].std(-1) - r[..., 1].std(-1)
+
+    s = summarise({0: a, 1: b}, statistic=std_diff)
+    assert s["per_seed"] == {"0": 1.0, "1": 0.0}
+    assert s["mean"] == 0.5
+    # a resample of a's rows has std 1 (both rows drawn) or 0 (one row twice): interval in [0, 1]
+    assert 0.0 <= s["ci95"][0] <= s["ci95"][1] <= 1.0
+    assert hierarchical_bootstrap([b], statistic=std_diff) == (0.0, 0.0)

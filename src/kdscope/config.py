@@ -90,6 +90,30 @@ class DatasetConfig(_WithParams):
         return self
 
 
+class AnalysisConfig(_WithParams):
+    """A registered analysis and its parameters: ``accuracy`` or
+    ``{name: knowledge_points, candidates: 32}``."""
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _known(self) -> AnalysisConfig:
+        from kdscope.analyses import ANALYSES
+
+        _check_params(
+            lambda: ANALYSES.get(self.name).__init__,
+            self.params,
+            f"analysis {self.name!r}",
+            (),
+        )
+        return self
+
+
 Augment = Literal["flip", "shift"]
 
 
@@ -160,7 +184,7 @@ class StudyConfig(BaseModel):
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     layers: tuple[str, ...] = ()
     checkpoints: Literal["auto"] | tuple[int, ...] = "auto"
-    analyses: tuple[str, ...] = ("accuracy",)
+    analyses: tuple[AnalysisConfig, ...] = (AnalysisConfig(name="accuracy"),)
     cache_teacher: bool = True
     transfer_size: int | None = Field(
         None,
@@ -174,18 +198,6 @@ class StudyConfig(BaseModel):
     def _distinct_seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
-        return v
-
-    @field_validator("analyses")
-    @classmethod
-    def _known_analyses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from kdscope.analyses import ANALYSES
-
-        for name in v:
-            if name not in ANALYSES:
-                raise ValueError(
-                    f"unknown analysis {name!r} (known: {', '.join(ANALYSES.names())})"
-                )
         return v
 
     @model_validator(mode="after")

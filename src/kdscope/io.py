@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -72,3 +73,13 @@ def save_torch(path: Path, obj: Any) -> None:
 
 def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_npz(path: Path, **arrays: Any) -> None:
+    """Write numpy arrays to one ``.npz`` file atomically."""
+    _atomic_write(path, lambda f: np.savez(f, **arrays), "wb")
+
+
+def load_npz(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

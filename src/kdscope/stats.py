@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+def _mean_of_first(resampled: np.ndarray) -> np.ndarray:
+    return resampled.reshape(*resampled.shape[:3], -1)[..., 0].mean(-1)
+
+
 def hierarchical_bootstrap(
-    per_seed: Sequence[np.ndarray], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    per_seed: Sequence[np.ndarray],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    statistic: Statistic | None = None,
 ) -> tuple[float, float]:
-    """Percentile interval of the mean over seeds of per-seed input means.
+    """Percentile interval of the mean over seeds of a per-seed statistic of the inputs.
 
     Each resample draws seeds with replacement, then, independently for every drawn seed, its
-    inputs with replacement; the statistic is the mean over drawn seeds of their input means.
-    With one seed this is the ordinary bootstrap over inputs.
+    inputs (rows) with replacement; the statistic of a seed's resampled rows is averaged over
+    the drawn seeds. ``statistic`` maps resampled rows (n_boot, k, I, ...) to (n_boot, k); the
+    default is the mean of the rows (of the first column for 2-D rows). Paired quantities pass
+    rows (I, 2) and a statistic of both columns, e.g. std(student) − std(baseline). With one
+    seed this is the ordinary bootstrap over inputs.
     """
+    stat = statistic or _mean_of_first
     rng = np.random.default_rng(seed)
     k = len(per_seed)
-    # inner[i, b, j]: mean of a fresh input resample of seed i, for slot j of resample b
+    # inner[i, b, j]: statistic of a fresh input resample of seed i, for slot j of resample b
     inner = np.stack(
         [
-            np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), size=(n_boot, k, len(v)))].mean(
-                -1
-            )
+            stat(np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), size=(n_boot, k, len(v)))])
             for v in per_seed
         ]
     )
@@ -35,14 +48,19 @@ def hierarchical_bootstrap(
     return float(lo), float(hi)
 
 
-def summarise(per_seed: dict[int, np.ndarray], n_boot: int = 2000) -> dict[str, Any]:
-    """Per-seed means, their mean and population std, and the hierarchical 95 % interval."""
+def summarise(
+    per_seed: dict[int, np.ndarray], n_boot: int = 2000, statistic: Statistic | None = None
+) -> dict[str, Any]:
+    """Per-seed values of ``statistic`` (default: the mean of the inputs), their mean and
+    population std, and the hierarchical 95 % interval."""
+    stat = statistic or _mean_of_first
     seeds = sorted(per_seed)
-    means = [float(np.mean(per_seed[s])) for s in seeds]
-    lo, hi = hierarchical_bootstrap([per_seed[s] for s in seeds], n_boot=n_boot)
+    rows = [np.asarray(per_seed[s], dtype=np.float64) for s in seeds]
+    values = [float(stat(r[None, None])[0, 0]) for r in rows]
+    lo, hi = hierarchical_bootstrap(rows, n_boot=n_boot, statistic=statistic)
     return {
-        "per_seed": {str(s): m for s, m in zip(seeds, means, strict=True)},
-        "mean": float(np.mean(means)),
-        "std": float(np.std(means)),
+        "per_seed": {str(s): v for s, v in zip(seeds, values, strict=True)},
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
         "ci95": [lo, hi],
     }

@@ -33,14 +33,15 @@ class AnalysisOutcome:
 def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcome]:
     """Run the study's analyses in the configured order; inapplicable ones are skipped with a note."""
     outcomes = []
-    for name in tqdm(study.config.analyses, desc="analyses", disable=quiet, leave=False):
-        analysis = ANALYSES.get(name)()
+    for entry in tqdm(study.config.analyses, desc="analyses", disable=quiet, leave=False):
+        analysis = ANALYSES.get(entry.name)(**entry.params)
+        analysis.quiet = quiet
         reason = analysis.applies_to(study)
         result = None if reason else analysis.run(study)
         outcomes.append(AnalysisOutcome(analysis, result, reason))
     return outcomes
 
 
-from kdscope.analyses import accuracy  # noqa: E402,F401  (register the built-in analyses)
+from kdscope.analyses import accuracy, knowledge_points  # noqa: E402,F401  (register the built-ins)
 
 __all__ = ["ANALYSES", "Analysis", "AnalysisOutcome", "register_analysis", "run_analyses"]

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 class Analysis:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    quiet: bool = False  # set by the runner: no progress bars
+
+    def __init__(self) -> None:
+        """Analyses with parameters take them as keyword arguments (from the study file)."""
 
     def applies_to(self, study: StudyResult) -> str | None:
         """None when the analysis applies to ``study``, else the reason it is skipped."""

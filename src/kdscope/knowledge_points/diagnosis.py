@@ -1,0 +1,302 @@
+"""Knowledge points of one network over its checkpoint trajectory, and two networks compared.
+
+:func:`entropy_trajectory` estimates the entropy maps of candidate inputs at every checkpoint
+(in chunks, stopping once ``target`` inputs are effective, spec §3.3); :func:`network_metrics`
+turns maps into the papers' metrics on a set of inputs; :func:`compare` pairs a student with its
+baseline on the intersection of their effective inputs. None of this needs a study: any
+``nn.Module`` checkpoints, layer path, inputs and foreground masks will do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdscope.knowledge_points import metrics
+from kdscope.knowledge_points.estimator import (
+    EstimatorSettings,
+    default_lambda,
+    estimate,
+    perturbation_path,
+    perturbed_tensor,
+)
+from kdscope.knowledge_points.units import UnitMap, image_grid
+
+# Metric name -> direction expected for a distilled student against its baseline (spec §6).
+EXPECTED: dict[str, str] = {
+    "n_fg": "higher",
+    "n_bg": "lower",
+    "quality": "higher",
+    "d_mean": "lower",
+    "d_std": "lower",
+    "rho": "higher",
+}
+HYPOTHESES: dict[str, tuple[str, ...]] = {
+    "quantity_quality": ("n_fg", "n_bg", "quality"),
+    "learning_speed": ("d_mean", "d_std"),
+    "stability": ("rho",),
+}
+
+
+@dataclass
+class EntropyTrajectory:
+    """Entropy maps of I analysed candidates at K checkpoints (n units each).
+
+    ``candidates`` are the inputs' indices in the caller's candidate list; ``effective`` the
+    §3.3 filter (σ_f > 0 at every checkpoint, and background mean entropy ≥ foreground mean
+    entropy at every checkpoint in the later part of training).
+    """
+
+    entropy: np.ndarray  # (I, K, n) float32
+    sigma_f: np.ndarray  # (I, K)
+    calibrated: np.ndarray  # (I, K) bool
+    foreground: np.ndarray  # (I, n) bool
+    valid: np.ndarray  # (I, n) bool
+    candidates: np.ndarray  # (I,) int
+    effective: np.ndarray  # (I,) bool
+    epochs: np.ndarray  # (K,) int
+    distance: np.ndarray  # (K,) cumulative normalised path length at each checkpoint
+    info: dict[str, Any]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in _ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> EntropyTrajectory:
+        return cls(**{k: arrays[k] for k in _ARRAYS}, info=info)
+
+    def rows(self, candidates: np.ndarray) -> EntropyTrajectory:
+        """The trajectory restricted to the given candidate indices (in that order)."""
+        pos = {int(c): i for i, c in enumerate(self.candidates)}
+        idx = np.array([pos[int(c)] for c in candidates], dtype=np.int64)
+        return EntropyTrajectory(
+            self.entropy[idx],
+            self.sigma_f[idx],
+            self.calibrated[idx],
+            self.foreground[idx],
+            self.valid[idx],
+            self.candidates[idx],
+            self.effective[idx],
+            self.epochs,
+            self.distance,
+            self.info,
+        )
+
+    def effective_candidates(self, use_filter: bool = True) -> np.ndarray:
+        return self.candidates[self.effective] if use_filter else self.candidates
+
+
+_ARRAYS = (
+    "entropy",
+    "sigma_f",
+    "calibrated",
+    "foreground",
+    "valid",
+    "candidates",
+    "effective",
+    "epochs",
+    "distance",
+)
+
+
+def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> UnitMap:
+    """The grid unit map of an image model's perturbed tensor (default: 2×2-pixel cells)."""
+    shape = tuple(perturbed_tensor(model, inputs[:1]).shape[1:])
+    return image_grid(shape, grid or shape[-1] // 2)
+
+
+def entropy_trajectory(
+    checkpoints: Sequence[nn.Module],
+    layer: str,
+    inputs: Tensor,
+    foreground: Tensor,
+    units: UnitMap,
+    epochs: Sequence[int],
+    distance: Sequence[float],
+    settings: EstimatorSettings | None = None,
+    target: int | None = None,
+    late_fraction: float = 4 / 15,
+    mask_rule: str = "majority",
+    chunk: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> EntropyTrajectory:
+    """Entropy maps of ``inputs`` (candidates, in order) at ``layer`` of every checkpoint.
+
+    Candidates are processed in chunks of ``chunk``; with ``target`` set, processing stops once
+    that many are effective (the reference analyses inputs one at a time until 50 are). An
+    input whose foreground or background is empty is never effective. ``progress`` is called
+    with the number of (input, checkpoint) problems done.
+    """
+    settings = settings or EstimatorSettings()
+    k = len(checkpoints)
+    if len(epochs) != k or len(distance) != k:
+        raise ValueError("need one epoch and one distance per checkpoint")
+    fg_units = units.foreground(foreground, mask_rule).numpy()
+    valid_all = units.valid.expand(inputs.shape[0], -1).numpy()
+    late = np.asarray(epochs) >= late_fraction * max(epochs)
+    parts: list[dict[str, np.ndarray]] = []
+    n_effective = 0
+    for a in range(0, inputs.shape[0], chunk):
+        b = min(inputs.shape[0], a + chunk)
+        um = (
+            units
+            if units.problems == 1
+            else UnitMap(units.assignment[a:b], units.n_units, units.shape, units.grid)
+        )
+        maps = [estimate(m, layer, inputs[a:b], um, settings) for m in checkpoints]
+        if progress is not None:
+            progress((b - a) * k)
+        ent = torch.stack([r.entropy for r in maps], 1).numpy().astype(np.float32)
+        sf = torch.stack([r.sigma_f for r in maps], 1).numpy()
+        part = {
+            "entropy": ent,
+            "sigma_f": sf,
+            "calibrated": torch.stack([r.calibrated for r in maps], 1).numpy(),
+            "foreground": fg_units[a:b],
+            "valid": valid_all[a:b],
+            "candidates": np.arange(a, b),
+        }
+        part["effective"] = _effective(ent, sf, fg_units[a:b], valid_all[a:b], late)
+        parts.append(part)
+        n_effective += int(part["effective"].sum())
+        if target is not None and n_effective >= target:
+            break
+    out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    if target is not None:  # keep the first `target` effective inputs, as the reference does
+        keep = np.cumsum(out["effective"]) <= target
+        out["effective"] = out["effective"] & keep
+    model = checkpoints[-1]
+    info = estimator_info(model, units, settings, inputs)
+    return EntropyTrajectory(
+        **out,
+        epochs=np.asarray(epochs, dtype=np.int64),
+        distance=np.asarray(distance, dtype=np.float64),
+        info=info,
+    )
+
+
+def _effective(
+    entropy: np.ndarray,
+    sigma_f: np.ndarray,
+    fg: np.ndarray,
+    valid: np.ndarray,
+    late: np.ndarray,
+) -> np.ndarray:
+    """σ_f > 0 everywhere, both regions non-empty, and mean H(bg) − mean H(fg) ≥ 0 (not NaN)
+    at every late checkpoint."""
+    bg = valid & ~fg
+    fgv = valid & fg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = np.nan_to_num(entropy, nan=0.0)
+        mean_bg = (h * bg[:, None]).sum(-1) / bg.sum(-1)[:, None]
+        mean_fg = (h * fgv[:, None]).sum(-1) / fgv.sum(-1)[:, None]
+        gap = mean_bg - mean_fg
+    ok_gap = np.where(late[None, :], gap >= 0, True).all(1)  # NaN compares False
+    return (sigma_f > 0).all(1) & bg.any(1) & fgv.any(1) & ok_gap
+
+
+def estimator_info(
+    model: nn.Module, units: UnitMap, settings: EstimatorSettings, inputs: Tensor
+) -> dict[str, Any]:
+    """The constants actually used (spec §2.5: the report states s, n, λ, η and the target)."""
+    from kdscope.knowledge_points.estimator import _auto_scale
+
+    scale = settings.scale if settings.scale is not None else _auto_scale(model, inputs)
+    n = int(units.valid[0].sum())
+    lr = settings.lr * scale**2 * (n / settings.reference_units if settings.lr_unit_scaling else 1)
+    return {
+        "mode": settings.mode,
+        "perturbation_space": perturbation_path(model) or "input",
+        "scale_s": scale,
+        "units_n": n,
+        "lambda": settings.lam if settings.lam is not None else default_lambda(model),
+        "lr": lr,
+        "target_mean_entropy": settings.target + math.log(scale),
+        "samples": settings.samples if settings.mode != "fast" else None,
+        "projections": settings.projections if settings.mode == "fast" else None,
+        "feature_transform": settings.feature_transform,
+    }
+
+
+def network_metrics(
+    traj: EntropyTrajectory,
+    b: float = metrics.B_DEFAULT,
+    per_input_level: bool = False,
+    rho_include_initial: bool = True,
+) -> dict[str, Any]:
+    """The papers' metrics of one network on all inputs of ``traj``.
+
+    Returns per-input arrays at the final checkpoint (``n_fg``, ``n_bg``, ``quality``), the
+    peak distance ``d`` and stability ``rho`` per input, the per-checkpoint means (curves) and
+    the background level H̄ per checkpoint.
+    """
+    level = metrics.background_level(
+        traj.entropy, traj.foreground, traj.valid, per_input=per_input_level
+    )
+    pts = metrics.knowledge_points(traj.entropy, level, b, traj.valid)
+    counts = metrics.point_counts(pts, traj.foreground, traj.valid)
+    speed = metrics.learning_speed(counts["n_fg"], traj.distance)
+    rho = metrics.stability(pts, traj.foreground, rho_include_initial, "fg", traj.valid)
+    return {
+        "n_fg": counts["n_fg"][:, -1].astype(np.float64),
+        "n_bg": counts["n_bg"][:, -1].astype(np.float64),
+        "quality": counts["quality"][:, -1],
+        "d": np.asarray(speed["d"], dtype=np.float64),
+        "rho": rho,
+        "curve_n_fg": counts["n_fg"].mean(0),
+        "curve_n_bg": counts["n_bg"].mean(0),
+        "curve_quality": counts["quality"].mean(0),
+        "level": np.asarray(level),
+        "points": pts,
+    }
+
+
+def per_input_table(m: dict[str, Any]) -> np.ndarray:
+    """(I, 5) columns n_fg, n_bg, quality, d, rho: the rows the bootstrap resamples."""
+    return np.stack([m["n_fg"], m["n_bg"], m["quality"], m["d"], m["rho"]], 1)
+
+
+COLUMNS = {"n_fg": 0, "n_bg": 1, "quality": 2, "d_mean": 3, "d_std": 3, "rho": 4}
+
+
+def statistic(metric: str, paired: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Bootstrap statistic of resampled rows (n_boot, k, I, C): the mean of the metric's column
+    (std for ``d_std``); ``paired`` rows hold student columns then baseline columns and the
+    statistic is student − baseline."""
+    col = COLUMNS[metric]
+    reduce = np.std if metric == "d_std" else np.mean
+    width = len(set(COLUMNS.values()))
+
+    def one(rows: np.ndarray) -> np.ndarray:
+        return reduce(rows[..., col], axis=-1)
+
+    def diff(rows: np.ndarray) -> np.ndarray:
+        return reduce(rows[..., col], axis=-1) - reduce(rows[..., width + col], axis=-1)
+
+    return diff if paired else one
+
+
+def compare(
+    student: EntropyTrajectory,
+    baseline: EntropyTrajectory,
+    effective_filter: bool = True,
+    **metric_options: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paired per-input rows (I, 10: student columns, then baseline columns; see
+    :func:`per_input_table`) on the intersection of both networks' effective inputs, and those
+    inputs' candidate indices. Each network's background level is computed on that set."""
+    common = np.intersect1d(
+        student.effective_candidates(effective_filter),
+        baseline.effective_candidates(effective_filter),
+    )
+    if len(common) == 0:
+        return np.zeros((0, 10)), common
+    ms = network_metrics(student.rows(common), **metric_options)
+    mb = network_metrics(baseline.rows(common), **metric_options)
+    return np.concatenate([per_input_table(ms), per_input_table(mb)], 1), common
