@@ -16,7 +16,6 @@ Entropy maps are cached per network, seed and layer under
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
