@@ -351,13 +351,12 @@ def _calibrated_sgd(
     running = effective.clone()
     sig_hist, mean_hist, done_hist = [], [], []
     for t in range(settings.max_steps):
-        sigma = sigma.clamp(lo, hi)
-        mean_h = _mean_entropy(sigma, valid)
-        sig_hist.append(sigma)
-        mean_hist.append(mean_h)
-        done_hist.append(running.clone())
-        if not bool(running.any()):
+        if t > 0 and not bool(running.any()):
             break
+        sigma = sigma.clamp(lo, hi)
+        sig_hist.append(sigma)
+        mean_hist.append(_mean_entropy(sigma, valid))
+        done_hist.append(running.clone())
         g = grad(sigma, lam_t)
         step = torch.where(running[:, None] & valid, lr[:, None] * g, torch.zeros_like(g))
         sigma = sigma - step
@@ -366,10 +365,7 @@ def _calibrated_sgd(
             running = running & ~crossed
             lam_t = torch.where(running, lam_t * settings.lam_raise, lam_t)
     means = torch.stack(mean_hist)  # (T, P)
-    executed = torch.stack(done_hist)
-    executed[0] = True
-    dist = torch.where(executed, (means - target).abs(), torch.full_like(means, math.inf))
-    best = dist.argmin(0)
+    best, dist = select_snapshot(means, torch.stack(done_hist), target)
     sigmas = torch.stack(sig_hist)  # (T, P, n)
     chosen = sigmas[best, torch.arange(p)]
     out = {
@@ -377,11 +373,21 @@ def _calibrated_sgd(
         "step": best,
         "mean_entropy": means[best, torch.arange(p)],
         "lam": lam_t,
-        "calibrated": dist[best, torch.arange(p)] <= settings.calibration_tol,
+        "calibrated": dist <= settings.calibration_tol,
     }
     if history:
         out["history_sigma"], out["history_mean"] = sigmas, means
     return out
+
+
+def select_snapshot(means: Tensor, executed: Tensor, target: float) -> tuple[Tensor, Tensor]:
+    """Index of the recorded step whose mean entropy is closest to ``target`` (first on ties)
+    among the executed steps (T, P) of each problem, and that distance. Step 0 always counts."""
+    executed = executed.clone()
+    executed[0] = True
+    dist = torch.where(executed, (means - target).abs(), torch.full_like(means, math.inf))
+    best = dist.argmin(0)
+    return best, dist[best, torch.arange(means.shape[1])]
 
 
 def _finish(
