@@ -19,7 +19,7 @@ import torch
 from kdscope.config import ModelConfig, TrainConfig
 from kdscope.datasets import build as build_dataset
 from kdscope.models import build_model
-from kdscope.trainer import RunPlan, train_run
+from kdscope.trainer import RunPlan, load_checkpoint, train_run
 
 BENCHMARKS: dict[str, Callable[..., list[dict[str, object]]]] = {}
 
@@ -76,3 +76,83 @@ def format_rows(rows: list[dict[str, object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in fmt]
     return "\n".join(lines)
+
+
+@_benchmark("knowledge-points")
+def bench_knowledge_points(images: int = 16, repeats: int = 1) -> list[dict[str, object]]:
+    """``fast`` against ``reference`` information discarding on the same trained model, inputs
+    and machine: seconds per input map, the speed ratio, and the agreement of the maps
+    (per-input Spearman of entropy maps, knowledge-point counts). A second reference run with
+    another noise seed gives the ceiling any method can reach against a Monte Carlo reference.
+    """
+    from kdscope.knowledge_points import metrics
+    from kdscope.knowledge_points.diagnosis import image_units
+    from kdscope.knowledge_points.estimator import EstimatorSettings, estimate
+
+    data = build_dataset("shapes", n_train=1000, n_test=200, seed=0)
+    plan = RunPlan(
+        "bench",
+        0,
+        ModelConfig(name="cnn_small", width=16),
+        "ce",
+        {},
+        TrainConfig(epochs=8, lr=0.05, batch_size=32),
+        (8,),
+    )
+    x = data.train.inputs[:images]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        train_run(plan, data, Path(tmp))
+        model = load_checkpoint(plan, data.num_classes, Path(tmp) / "checkpoints" / "epoch_008.pt")
+    units = image_units(model, x)
+    fg = units.foreground(data.train.foreground[:images]).numpy()
+    for layer in ("conv", "fc1"):
+        variants = {
+            "reference": EstimatorSettings(mode="reference", seed=0),
+            "reference, other noise seed": EstimatorSettings(mode="reference", seed=1),
+            "fast": EstimatorSettings(mode="fast"),
+        }
+        estimate(model, layer, x[:2], units, variants["fast"])  # warm-up
+        maps, seconds = {}, {}
+        for label, settings in variants.items():
+            times = []
+            for _ in range(repeats if label == "fast" else 1):
+                t0 = time.perf_counter()
+                maps[label] = estimate(model, layer, x, units, settings).entropy.numpy()
+                times.append(time.perf_counter() - t0)
+            seconds[label] = statistics.median(times)
+        ref = maps["reference"]
+        for label in ("reference, other noise seed", "fast"):
+            rows.append(
+                {
+                    "layer": layer,
+                    "variant": label,
+                    "s_per_map": seconds[label] / images,
+                    "speedup_vs_reference": (
+                        seconds["reference"] / seconds[label] if label == "fast" else "-"
+                    ),
+                    **_agreement(maps[label], ref, fg, metrics),
+                }
+            )
+    return rows
+
+
+def _agreement(h: object, ref: object, fg: object, metrics: object) -> dict[str, float]:
+    """Mean per-input Spearman; mean |ΔN_fg|, |ΔN_bg| per input; difference of mean counts."""
+    import numpy as np
+
+    h, ref = np.asarray(h)[:, None], np.asarray(ref)[:, None]  # (I, 1, n): one checkpoint
+    counts = []
+    for e in (h, ref):
+        pts = metrics.knowledge_points(e, metrics.background_level(e, fg))  # type: ignore[attr-defined]
+        c = metrics.point_counts(pts, fg)  # type: ignore[attr-defined]
+        counts.append((c["n_fg"][:, 0].astype(float), c["n_bg"][:, 0].astype(float)))
+    (fa, ba), (fr, br) = counts
+    rho = [metrics.spearman(a[0], b[0]) for a, b in zip(h, ref, strict=True)]  # type: ignore[attr-defined]
+    return {
+        "spearman": float(np.mean(rho)),
+        "abs_dN_fg": float(np.abs(fa - fr).mean()),
+        "abs_dN_bg": float(np.abs(ba - br).mean()),
+        "d_mean_N_fg": float(fa.mean() - fr.mean()),
+        "d_mean_N_bg": float(ba.mean() - br.mean()),
+    }

@@ -15,6 +15,7 @@ EPILOG = """examples:
   kdscope list methods                               registered methods (also: models, datasets,
                                                      analyses, presets)
   kdscope bench training                             cost of trajectory logging and teacher caching
+  kdscope bench knowledge-points                     fast vs reference knowledge-point estimator
 
 A run killed at any point resumes where it stopped when the same command is run again."""
 
@@ -45,8 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("preset")
 
     bench = sub.add_parser("bench", help="measure kdscope's costs side by side (prints ratios)")
-    bench.add_argument("name", choices=["training"], help="what to benchmark")
-    bench.add_argument("--repeats", type=int, default=3, help="timings per variant (median kept)")
+    bench.add_argument(
+        "name",
+        choices=["training", "knowledge-points"],
+        help="training: cost of trajectory logging and teacher caching; knowledge-points: fast "
+        "vs reference information discarding (speed ratio and agreement)",
+    )
+    bench.add_argument("--repeats", type=int, help="timings per variant (median kept)")
 
     lst = sub.add_parser(
         "list", help="list registered models, methods, datasets, analyses or presets"
@@ -100,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from kdscope.bench import BENCHMARKS, format_rows
 
-            print(format_rows(BENCHMARKS[args.name](repeats=args.repeats)))
+            options = {} if args.repeats is None else {"repeats": args.repeats}
+            print(format_rows(BENCHMARKS[args.name](**options)))
             return 0
         return _list(args.what)
     except KdscopeError as e:
