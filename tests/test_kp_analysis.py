@@ -145,3 +145,27 @@ def test_study_analysis_resumes_from_its_cache(kp_study: tuple[dict, Path]) -> N
     assert path.stat().st_mtime_ns == before
     again = io.read_json(out / "summary.json")
     assert again["analyses"] == summary["analyses"]
+
+
+def test_api_on_a_plain_module_without_a_study() -> None:
+    import torch
+    from torch import nn
+
+    from kdscope import knowledge_points as kp
+
+    torch.manual_seed(0)
+    nets = [
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 2))
+        for _ in range(2)
+    ]
+    x = torch.rand(5, 3, 8, 8)
+    masks = torch.zeros(5, 8, 8, dtype=torch.bool)
+    masks[:, 2:6, 2:6] = True
+    units = kp.image_grid((3, 8, 8), 4)
+    traj = kp.entropy_trajectory(nets, "0", x, masks, units, [0, 1], [0.0, 0.5])
+    assert traj.entropy.shape == (5, 2, 16)
+    assert traj.foreground[0].sum() == 4  # the central 2x2 cells
+    assert traj.info["perturbation_space"] == "input"
+    assert traj.info["scale_s"] == pytest.approx(float(x.double().std()))
+    m = kp.network_metrics(traj.rows(traj.candidates))
+    assert m["n_fg"].shape == (5,) and m["points"].shape == (5, 2, 16)

@@ -9,11 +9,14 @@ Public API (everything else may move):
   :func:`build_dataset`, :func:`register_analysis`;
 * layers: :func:`capture` (context-managed forward hooks by module path);
 * data contract: :class:`Sample`, :class:`Batch`, :class:`TensorDataset`, :class:`DataSplits`;
+* knowledge points: the :mod:`kdscope.knowledge_points` module (estimator and metrics for any
+  ``nn.Module``);
 * errors: :class:`KdscopeError`.
 """
 
 __version__ = "0.1.0"
 
+from kdscope import knowledge_points  # noqa: E402
 from kdscope.analyses import register_analysis  # noqa: E402
 from kdscope.config import StudyConfig, load_preset, load_study, parse_study  # noqa: E402
 from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset  # noqa: E402
@@ -37,6 +40,7 @@ __all__ = [
     "build_method",
     "build_model",
     "capture",
+    "knowledge_points",
     "list_models",
     "load_preset",
     "load_study",
