@@ -53,8 +53,8 @@ class _WithParams(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ModelConfig(_WithParams):
-    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
+class _Named(_WithParams):
+    """A registered name with parameters, also written as the bare name."""
 
     name: str
 
@@ -62,6 +62,10 @@ class ModelConfig(_WithParams):
     @classmethod
     def _from_string(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+
+class ModelConfig(_Named):
+    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
 
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
@@ -90,16 +94,9 @@ class DatasetConfig(_WithParams):
         return self
 
 
-class AnalysisConfig(_WithParams):
+class AnalysisConfig(_Named):
     """A registered analysis and its parameters: ``accuracy`` or
     ``{name: knowledge_points, candidates: 32}``."""
-
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _known(self) -> AnalysisConfig:

@@ -417,6 +417,31 @@ def _finish(
     )
 
 
+def _clean_and_sigma_f(
+    fn: LayerFn,
+    x: Tensor,
+    units: UnitMap,
+    sigma0: float,
+    settings: EstimatorSettings,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """The clean feature and σ_f: the Monte Carlo distortion under uniform σ₀ (B samples)."""
+    with torch.no_grad():
+        clean = fn(x, None)
+        sigma = torch.full((x.shape[0], units.n_units), sigma0, dtype=torch.float64)
+        sigma_f = _distortion(
+            fn,
+            x,
+            clean,
+            units.expand(sigma).float(),
+            settings.samples,
+            gen,
+            _phi(settings),
+            settings.chunk_rows,
+        )
+    return clean, sigma_f.double()
+
+
 def _monte_carlo(
     fn: LayerFn,
     x: Tensor,
@@ -429,14 +454,8 @@ def _monte_carlo(
 ) -> Discarding:
     """The reference recipe for a few problems: Monte Carlo distortion, autograd gradient."""
     phi = _phi(settings)
-    p = x.shape[0]
-    valid = units.valid.expand(p, -1)
-    with torch.no_grad():
-        clean = fn(x, None)
-        uniform = units.expand(torch.full(valid.shape, settings.sigma_init * scale).double())
-        sigma_f = _distortion(
-            fn, x, clean, uniform.float(), settings.samples, gen, phi, settings.chunk_rows
-        ).double()
+    valid = units.valid.expand(x.shape[0], -1)
+    clean, sigma_f = _clean_and_sigma_f(fn, x, units, settings.sigma_init * scale, settings, gen)
     effective = sigma_f > 0
     safe_f = torch.where(effective, sigma_f, torch.ones_like(sigma_f))
 
@@ -532,12 +551,7 @@ def _optimum(
     p = x.shape[0]
     valid = units.valid.expand(p, -1)
     s0, lo, hi, _, _ = _constants(settings, scale, valid, lam)
-    with torch.no_grad():
-        clean = fn(x, None)
-        uniform = units.expand(torch.full(valid.shape, s0, dtype=torch.float64))
-        sigma_f = _distortion(
-            fn, x, clean, uniform.float(), settings.samples, gen, phi, settings.chunk_rows
-        ).double()
+    clean, sigma_f = _clean_and_sigma_f(fn, x, units, s0, settings, gen)
     effective = sigma_f > 0
     safe_f = torch.where(effective, sigma_f, torch.ones_like(sigma_f))
     log_s = torch.full(valid.shape, math.log(s0), dtype=torch.float64, requires_grad=True)
