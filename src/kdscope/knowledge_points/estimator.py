@@ -82,7 +82,7 @@ class EstimatorSettings:
     scale: float | None = None
     lr_unit_scaling: bool = True
     reference_units: int = 256
-    projections: int = 64
+    projections: int = 128
     optimum_steps: int = 400
     optimum_lr: float = 0.05
     calibration_tol: float = 0.05
