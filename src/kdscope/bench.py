@@ -79,11 +79,12 @@ def format_rows(rows: list[dict[str, object]]) -> str:
 
 
 @_benchmark("knowledge-points")
-def bench_knowledge_points(images: int = 16, repeats: int = 1) -> list[dict[str, object]]:
+def bench_knowledge_points(images: int = 32, repeats: int = 1) -> list[dict[str, object]]:
     """``fast`` against ``reference`` information discarding on the same trained model, inputs
     and machine: seconds per input map, the speed ratio, and the agreement of the maps
     (per-input Spearman of entropy maps, knowledge-point counts). A second reference run with
     another noise seed gives the ceiling any method can reach against a Monte Carlo reference.
+    ``meets_targets``: speed-up ≥ 20, mean Spearman ≥ 0.9 and mean N_fg and N_bg within 1.
     """
     from kdscope.knowledge_points import metrics
     from kdscope.knowledge_points.diagnosis import image_units
@@ -134,6 +135,16 @@ def bench_knowledge_points(images: int = 16, repeats: int = 1) -> list[dict[str,
                     **_agreement(maps[label], ref, fg, metrics),
                 }
             )
+        fast = rows[-1]
+        fast["meets_targets"] = (
+            "yes"
+            if float(fast["speedup_vs_reference"]) >= 20  # type: ignore[arg-type]
+            and float(fast["spearman"]) >= 0.9  # type: ignore[arg-type]
+            and abs(float(fast["d_mean_N_fg"])) <= 1  # type: ignore[arg-type]
+            and abs(float(fast["d_mean_N_bg"])) <= 1  # type: ignore[arg-type]
+            else "no"
+        )
+        rows[-2]["meets_targets"] = "-"
     return rows
 
 
