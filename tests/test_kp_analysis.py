@@ -169,3 +169,28 @@ def test_api_on_a_plain_module_without_a_study() -> None:
     assert traj.info["scale_s"] == pytest.approx(float(x.double().std()))
     m = kp.network_metrics(traj.rows(traj.candidates))
     assert m["n_fg"].shape == (5,) and m["points"].shape == (5, 2, 16)
+
+
+def test_bench_agreement_measures() -> None:
+    from kdscope.bench import _agreement
+    from kdscope.knowledge_points import metrics
+
+    fg = np.array([[True, True, False, False]] * 2)
+    ref = np.array([[-3.4, -3.0, -2.8, -2.7], [-3.0, -3.3, -2.6, -2.9]])
+    same = _agreement(ref, ref, fg, metrics)
+    assert same == {
+        "spearman": 1.0,
+        "abs_dN_fg": 0.0,
+        "abs_dN_bg": 0.0,
+        "d_mean_N_fg": 0.0,
+        "d_mean_N_bg": 0.0,
+    }
+    # reversed unit order in the first map: Spearman −1 there, +1 in the second
+    other = ref.copy()
+    other[0] = other[0, ::-1]
+    out = _agreement(other, ref, fg, metrics)
+    assert out["spearman"] == pytest.approx(0.0)
+    # ref: level −2.75, points where H < −2.95: A {0, 1}, B {0, 1} → N_fg (2, 2), N_bg (0, 0);
+    # other: level −2.975, H < −3.175: A {3}, B {1} → N_fg (0, 1), N_bg (1, 0)
+    assert out["abs_dN_fg"] == pytest.approx(1.5) and out["abs_dN_bg"] == pytest.approx(0.5)
+    assert out["d_mean_N_fg"] == pytest.approx(-1.5) and out["d_mean_N_bg"] == pytest.approx(0.5)
