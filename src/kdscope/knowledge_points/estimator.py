@@ -295,13 +295,15 @@ def _distortion(
     fn: LayerFn,
     x: Tensor,
     clean: Tensor,
-    noise_scale: Tensor,
-    samples: int,
+    units: UnitMap,
+    sigma: Tensor,
+    settings: EstimatorSettings,
     gen: torch.Generator,
-    phi: Callable[[Tensor], Tensor],
-    chunk: int,
 ) -> Tensor:
-    """Monte Carlo E‖φ(f(x + s⊙ε)) − φ(f(x))‖²_mean per problem; ``noise_scale`` (P, *shape)."""
+    """Monte Carlo E‖φ(f(x + σ⊙ε)) − φ(f(x))‖²_mean per problem, B = ``settings.samples``
+    fresh samples each; σ (P, n) per unit, differentiable."""
+    noise_scale = units.expand(sigma).float()
+    samples, phi, chunk = settings.samples, _phi(settings), settings.chunk_rows
     p = x.shape[0]
     out = []
     per = max(1, chunk // samples)
@@ -429,16 +431,7 @@ def _clean_and_sigma_f(
     with torch.no_grad():
         clean = fn(x, None)
         sigma = torch.full((x.shape[0], units.n_units), sigma0, dtype=torch.float64)
-        sigma_f = _distortion(
-            fn,
-            x,
-            clean,
-            units.expand(sigma).float(),
-            settings.samples,
-            gen,
-            _phi(settings),
-            settings.chunk_rows,
-        )
+        sigma_f = _distortion(fn, x, clean, units, sigma, settings, gen)
     return clean, sigma_f.double()
 
 
@@ -453,7 +446,6 @@ def _monte_carlo(
     history: bool,
 ) -> Discarding:
     """The reference recipe for a few problems: Monte Carlo distortion, autograd gradient."""
-    phi = _phi(settings)
     valid = units.valid.expand(x.shape[0], -1)
     clean, sigma_f = _clean_and_sigma_f(fn, x, units, settings.sigma_init * scale, settings, gen)
     effective = sigma_f > 0
@@ -461,9 +453,7 @@ def _monte_carlo(
 
     def grad(sigma: Tensor, lam_t: Tensor) -> Tensor:
         s = sigma.detach().requires_grad_(True)
-        dist = _distortion(
-            fn, x, clean, units.expand(s).float(), settings.samples, gen, phi, settings.chunk_rows
-        )
+        dist = _distortion(fn, x, clean, units, s, settings, gen)
         loss = (dist.double() / safe_f - lam_t * _mean_entropy(s, valid)).sum()
         (g,) = torch.autograd.grad(loss, s)
         return g
@@ -547,7 +537,6 @@ def _optimum(
 ) -> Discarding:
     """Minimise the relaxed objective at fixed λ: Adam on log σ, fresh samples every step,
     log σ averaged over the last quarter of the steps."""
-    phi = _phi(settings)
     p = x.shape[0]
     valid = units.valid.expand(p, -1)
     s0, lo, hi, _, _ = _constants(settings, scale, valid, lam)
@@ -562,16 +551,7 @@ def _optimum(
     tail = max(1, steps // 4)
     for t in range(steps):
         sigma = log_s.clamp(math.log(lo), math.log(hi)).exp()
-        dist = _distortion(
-            fn,
-            x,
-            clean,
-            units.expand(sigma).float(),
-            settings.samples,
-            gen,
-            phi,
-            settings.chunk_rows,
-        )
+        dist = _distortion(fn, x, clean, units, sigma, settings, gen)
         loss = (dist.double() / safe_f - lam * _mean_entropy(sigma, valid)).sum()
         opt.zero_grad()
         loss.backward()
