@@ -261,17 +261,12 @@ class KnowledgePointsAnalysis(Analysis):
         return traj
 
     def _network_summary(self, g: Group, trajs: dict[int, EntropyTrajectory]) -> dict[str, Any]:
-        own = {}
-        tables = {}
+        own = {}  # seeds with at least one effective input
         for seed, t in trajs.items():
             chosen = t.rows(t.effective_candidates(self.effective_filter))
-            own[seed] = (
-                network_metrics(chosen, **self._metric_options())
-                if len(chosen.candidates)
-                else None
-            )
-            tables[seed] = per_input_table(own[seed]) if own[seed] is not None else None
-        usable = {s: tab for s, tab in tables.items() if tab is not None and len(tab)}
+            if len(chosen.candidates):
+                own[seed] = network_metrics(chosen, **self._metric_options())
+        usable = {s: per_input_table(m) for s, m in own.items()}
         out: dict[str, Any] = {
             "role": g.role,
             "method": g.method,

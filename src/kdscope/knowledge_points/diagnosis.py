@@ -25,6 +25,7 @@ from kdscope.knowledge_points.estimator import (
     estimate,
     perturbation_path,
     perturbed_tensor,
+    resolve_scale,
 )
 from kdscope.knowledge_points.units import UnitMap, image_grid
 
@@ -205,9 +206,7 @@ def estimator_info(
     model: nn.Module, units: UnitMap, settings: EstimatorSettings, inputs: Tensor
 ) -> dict[str, Any]:
     """The constants actually used (spec §2.5: the report states s, n, λ, η and the target)."""
-    from kdscope.knowledge_points.estimator import _auto_scale
-
-    scale = settings.scale if settings.scale is not None else _auto_scale(model, inputs)
+    scale = resolve_scale(model, inputs, settings)
     n = int(units.valid[0].sum())
     lr = settings.lr * scale**2 * (n / settings.reference_units if settings.lr_unit_scaling else 1)
     return {

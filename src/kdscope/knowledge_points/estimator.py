@@ -206,24 +206,8 @@ def perturbed_tensor(model: nn.Module, x: Tensor) -> Tensor:
     at = perturbation_path(model)
     if at is None:
         return x
-    out: list[Tensor] = []
-
-    def keep(_m: nn.Module, _i: object, o: Tensor) -> None:
-        out.append(o)
-        raise _Stop
-
-    was = model.training
-    model.eval()
-    h = get_module(model, at).register_forward_hook(keep)
-    try:
-        with torch.no_grad():
-            model(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-        model.train(was)
-    return out[0]
+    with torch.no_grad(), layer_probe(model, at) as fn:
+        return fn(x, None)
 
 
 def estimate(
@@ -246,7 +230,7 @@ def estimate(
     if units.problems not in (1, p):
         raise KdscopeError(f"unit map has {units.problems} problems, inputs {p}")
     lam = settings.lam if settings.lam is not None else default_lambda(model)
-    scale = settings.scale if settings.scale is not None else _auto_scale(model, inputs)
+    scale = resolve_scale(model, inputs, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]), layer_probe(model, layer) as fn:
         if settings.mode == "reference":
@@ -272,7 +256,11 @@ def entropy_of(sigma: Tensor) -> Tensor:
     return torch.log(sigma) + HALF_LOG_2PIE
 
 
-def _auto_scale(model: nn.Module, inputs: Tensor) -> float:
+def resolve_scale(model: nn.Module, inputs: Tensor, settings: EstimatorSettings) -> float:
+    """The scale s of §2.5: ``settings.scale`` if given; else 1 when noise is added after the
+    model's normaliser, otherwise the per-element standard deviation of ``inputs``."""
+    if settings.scale is not None:
+        return settings.scale
     if perturbation_path(model) is not None:
         return 1.0
     return float(inputs.double().std()) or 1.0
@@ -419,20 +407,29 @@ def _finish(
     )
 
 
-def _clean_and_sigma_f(
+def _mc_objective(
     fn: LayerFn,
     x: Tensor,
     units: UnitMap,
     sigma0: float,
     settings: EstimatorSettings,
     gen: torch.Generator,
-) -> tuple[Tensor, Tensor]:
-    """The clean feature and σ_f: the Monte Carlo distortion under uniform σ₀ (B samples)."""
+) -> tuple[Tensor, Callable[[Tensor, Tensor | float], Tensor]]:
+    """σ_f (the Monte Carlo distortion under uniform σ₀) and the relaxed loss per problem,
+    loss(σ, λ) = D(σ) / σ_f − λ · mean H(σ), with fresh samples at every call (σ_f = 0, dead
+    features, is replaced by 1 so that no NaN arises)."""
+    valid = units.valid.expand(x.shape[0], -1)
     with torch.no_grad():
         clean = fn(x, None)
-        sigma = torch.full((x.shape[0], units.n_units), sigma0, dtype=torch.float64)
-        sigma_f = _distortion(fn, x, clean, units, sigma, settings, gen)
-    return clean, sigma_f.double()
+        uniform = torch.full((x.shape[0], units.n_units), sigma0, dtype=torch.float64)
+        sigma_f = _distortion(fn, x, clean, units, uniform, settings, gen).double()
+    safe_f = torch.where(sigma_f > 0, sigma_f, torch.ones_like(sigma_f))
+
+    def loss(sigma: Tensor, lam: Tensor | float) -> Tensor:
+        dist = _distortion(fn, x, clean, units, sigma, settings, gen).double()
+        return dist / safe_f - lam * _mean_entropy(sigma, valid)
+
+    return sigma_f, loss
 
 
 def _monte_carlo(
@@ -447,15 +444,12 @@ def _monte_carlo(
 ) -> Discarding:
     """The reference recipe for a few problems: Monte Carlo distortion, autograd gradient."""
     valid = units.valid.expand(x.shape[0], -1)
-    clean, sigma_f = _clean_and_sigma_f(fn, x, units, settings.sigma_init * scale, settings, gen)
+    sigma_f, loss = _mc_objective(fn, x, units, settings.sigma_init * scale, settings, gen)
     effective = sigma_f > 0
-    safe_f = torch.where(effective, sigma_f, torch.ones_like(sigma_f))
 
     def grad(sigma: Tensor, lam_t: Tensor) -> Tensor:
         s = sigma.detach().requires_grad_(True)
-        dist = _distortion(fn, x, clean, units, s, settings, gen)
-        loss = (dist.double() / safe_f - lam_t * _mean_entropy(s, valid)).sum()
-        (g,) = torch.autograd.grad(loss, s)
+        (g,) = torch.autograd.grad(loss(s, lam_t).sum(), s)
         return g
 
     res = _calibrated_sgd(grad, valid, effective, settings, scale, lam, history)
@@ -540,9 +534,8 @@ def _optimum(
     p = x.shape[0]
     valid = units.valid.expand(p, -1)
     s0, lo, hi, _, _ = _constants(settings, scale, valid, lam)
-    clean, sigma_f = _clean_and_sigma_f(fn, x, units, s0, settings, gen)
+    sigma_f, loss_of = _mc_objective(fn, x, units, s0, settings, gen)
     effective = sigma_f > 0
-    safe_f = torch.where(effective, sigma_f, torch.ones_like(sigma_f))
     log_s = torch.full(valid.shape, math.log(s0), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([log_s], lr=settings.optimum_lr)
     steps = settings.optimum_steps
@@ -551,10 +544,8 @@ def _optimum(
     tail = max(1, steps // 4)
     for t in range(steps):
         sigma = log_s.clamp(math.log(lo), math.log(hi)).exp()
-        dist = _distortion(fn, x, clean, units, sigma, settings, gen)
-        loss = (dist.double() / safe_f - lam * _mean_entropy(sigma, valid)).sum()
         opt.zero_grad()
-        loss.backward()
+        loss_of(sigma, lam).sum().backward()
         opt.step()
         sched.step()
         with torch.no_grad():
