@@ -41,7 +41,11 @@ from kdscope.methods import (  # noqa: E402,F401  (register the built-in methods
     feature_mimic,
     hint,
     kd,
+    kd_pt,
+    kd_sim,
+    kd_topk,
     label_smoothing,
+    ls_matched,
 )
 
 __all__ = ["METHODS", "BindContext", "Method", "Phase", "build_method", "probe", "register_method"]

@@ -81,7 +81,9 @@ class KD(Method):
 
     Terms ``"ce"`` (gamma * CE) and ``"kd"`` (alpha * tau^2 * batch-mean KL summed over classes).
     Defaults (RepDistiller's KD script): tau = 4, gamma = 0.1, alpha = 0.9. The teacher's logits
-    are constants (no gradient reaches the teacher).
+    are constants (no gradient reaches the teacher). Satisfies
+    :class:`kdscope.methods.soft_target.SoftTargets` with q = softmax(v/tau), ce_weight = gamma,
+    soft_weight = alpha.
     """
 
     def __init__(self, tau: float = 4.0, gamma: float = 0.1, alpha: float = 0.9) -> None:
@@ -100,6 +102,21 @@ class KD(Method):
             "ce": self.gamma * F.cross_entropy(student.logits, batch.label),
             "kd": self.alpha * soft_target_loss(student.logits, target, self.tau),
         }
+
+    @property
+    def ce_weight(self) -> float:
+        """Weight of H(e_g, p) (``SoftTargets`` interface): gamma."""
+        return self.gamma
+
+    @property
+    def soft_weight(self) -> float:
+        """Weight of tau^2 H(q, p^tau) (``SoftTargets`` interface): alpha; KL and H forms share
+        the gradient."""
+        return self.alpha
+
+    def soft_target(self, teacher_logits: Tensor, labels: Tensor) -> Tensor:
+        """The target q = softmax(v / tau), detached (``SoftTargets`` interface)."""
+        return tempered_softmax(teacher_logits.detach(), self.tau)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, gamma={self.gamma}, alpha={self.alpha}"

@@ -7,7 +7,8 @@ With K classes, label y, student logits z and p = softmax(z):
     dL/dz_{b,i} = (p_{b,i} - q^LS_{b,i}) / B
 
 It is the "universe" level of teacher knowledge in the three-levels spec (§3.2): the soft-target
-loss L(q) with lambda = 1, tau = 1 and q = q^LS. No teacher is used.
+loss L(q) with lambda = 1, tau = 1 and q = q^LS. No teacher is used; for the ``SoftTargets``
+interface (tau = 1, ce_weight = 0, soft_weight = 1, q = q^LS) the teacher logits only give K.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LabelSmoothing(Method):
     """
 
     needs_teacher = False
+    tau: float = 1.0  # the SoftTargets temperature: LS acts on p = p^1
 
     def __init__(self, eps: float = 0.1) -> None:
         super().__init__()
@@ -39,6 +41,24 @@ class LabelSmoothing(Method):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         return {"ls": F.cross_entropy(student.logits, batch.label, label_smoothing=self.eps)}
+
+    @property
+    def ce_weight(self) -> float:
+        return 0.0
+
+    @property
+    def soft_weight(self) -> float:
+        return 1.0
+
+    def soft_target(self, teacher_logits: Tensor | None, labels: Tensor) -> Tensor:
+        """q^LS = (1 - eps) e_y + eps/K; ``teacher_logits`` (B, K) only gives K."""
+        if teacher_logits is None:
+            raise KdscopeError(
+                "label_smoothing: soft_target needs logits of shape (batch, classes) to know K"
+            )
+        k = teacher_logits.shape[-1]
+        onehot = F.one_hot(labels.long().to(teacher_logits.device), k).to(teacher_logits.dtype)
+        return ((1 - self.eps) * onehot + self.eps / k).detach()
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
