@@ -18,7 +18,7 @@ def _hook_count(model: nn.Module) -> int:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_classifies_and_exposes_its_layers(name: str) -> None:
     model = build_model(name, num_classes=7).eval()
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, *getattr(model, "input_shape", (3, 32, 32)))
     paths = [resolve_layer(model, r) for r in model.roles] + list(model.diagnosable)
     out = forward_with_features(model, x, paths)
     assert out.logits.shape == (2, 7)

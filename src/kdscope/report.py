@@ -151,3 +151,19 @@ def write_summary_and_report(study: StudyResult, outcomes: list[AnalysisOutcome]
     io.write_json(study.out_dir / "summary.json", summary)
     io.write_text(study.out_dir / "report.html", render_report(study, outcomes, summary))
     return summary
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; cells are HTML already (escape text with ``html.escape``)."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def fmt_summary(s: dict[str, Any], digits: int = 3, sign: bool = False) -> str:
+    """``mean [lo, hi]`` of a :func:`kdscope.stats.summarise` result (``n/a`` when missing)."""
+    if not s or s.get("mean") is None:
+        return "n/a"
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    lo, hi = s["ci95"]
+    return f"{f.format(s['mean'])} [{f.format(lo)}, {f.format(hi)}]"

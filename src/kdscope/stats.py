@@ -43,7 +43,7 @@ def hierarchical_bootstrap(
     chosen = rng.integers(0, k, size=(n_boot, k))
     stats = inner[chosen, np.arange(n_boot)[:, None], np.arange(k)[None, :]].mean(1)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
@@ -63,3 +63,14 @@ def summarise(
         "std": float(np.std(values)),
         "ci95": [lo, hi],
     }
+
+
+def pearson_statistic(rows: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the two columns of ``rows`` (..., I, 2) over the inputs axis, for
+    :func:`hierarchical_bootstrap`; NaN where a column is constant."""
+    x, y = rows[..., 0], rows[..., 1]
+    xc = x - x.mean(-1, keepdims=True)
+    yc = y - y.mean(-1, keepdims=True)
+    den = np.sqrt((xc**2).sum(-1) * (yc**2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc * yc).sum(-1) / np.where(den > 0, den, 1.0), np.nan)

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from kdscope import io
-from kdscope.config import ModelConfig, StudyConfig, TrainConfig
+from kdscope.config import ModelConfig, StudentConfig, StudyConfig, TrainConfig
 from kdscope.datasets import DataSplits
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
+from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import build_model, resolve_layer
 from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, run_steps, train_run
@@ -82,6 +83,8 @@ class StudyResult:
 
     ``data`` is the whole dataset (the teacher's training data); ``student_data`` the split the
     baselines and students trained on (fewer training examples when ``transfer_size`` is set).
+    ``results`` holds the results of the analyses run so far, by name, for analyses that build
+    on others (their ``requires``).
     """
 
     config: StudyConfig
@@ -89,6 +92,10 @@ class StudyResult:
     data: DataSplits
     groups: dict[str, Group]
     student_data: DataSplits
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _logits: dict[tuple[str, int, str, int | None], Tensor] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def teacher(self) -> Group:
@@ -100,6 +107,22 @@ class StudyResult:
     @cached_property
     def teacher_model(self) -> nn.Module:
         return self.teacher.runs[self.config.teacher_seed].load()
+
+    def logits(
+        self,
+        group: str,
+        seed: int,
+        split: Literal["train", "test"] = "test",
+        epoch: int | None = None,
+    ) -> Tensor:
+        """Eval-mode logits of a model (default: after its last epoch) on the test split or on
+        the data it was distilled on (``student_data.train``, no augmentation), computed once
+        and kept: several analyses read the same predictions."""
+        key = (group, seed, split, epoch)
+        if key not in self._logits:
+            data = self.student_data.train if split == "train" else self.data.test
+            self._logits[key] = predict_logits(self.groups[group].runs[seed].load(epoch), data)
+        return self._logits[key]
 
 
 def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
@@ -184,10 +207,43 @@ def iter_runs(cfg: StudyConfig, groups: dict[str, Group]) -> Iterator[tuple[Grou
                     yield g, seed
 
 
+def train_variant(
+    study: StudyResult,
+    spec: StudentConfig,
+    train: TrainConfig,
+    seed: int,
+    run_dir: Path,
+    teacher: nn.Module | None,
+    model: ModelConfig | None = None,
+) -> nn.Module:
+    """Train (or resume, or load) one model outside the study's groups, for analyses that need
+    extra models (a teacher zoo): a teacher-like model (``teacher`` None) on the whole training
+    data, a student on the students' data. Returns the final model in eval mode."""
+    plan = RunPlan(
+        name=spec.label,
+        seed=seed,
+        model=model or spec.model or study.config.student.model,
+        method=spec.method,
+        method_params=spec.params,
+        train=train,
+        checkpoints=(train.epochs,),
+    )
+    data = study.data if teacher is None else study.student_data
+    train_run(plan, data, run_dir, teacher, study.config.cache_teacher)
+    return load_checkpoint(
+        plan, data.num_classes, run_dir / "checkpoints" / f"epoch_{train.epochs:03d}.pt"
+    )
+
+
 def run_study(
-    cfg: StudyConfig, out_dir: str | Path, quiet: bool = False, executor: Executor | None = None
+    cfg: StudyConfig,
+    out_dir: str | Path,
+    quiet: bool = False,
+    executor: Executor | None = None,
+    teacher_only: bool = False,
 ) -> StudyResult:
-    """Train (or resume) every model of the study, then run its analyses and write the report."""
+    """Train (or resume) every model of the study, then run its analyses and write the report.
+    With ``teacher_only`` only the teacher is trained (to check it before distilling)."""
     from kdscope.analyses import run_analyses
     from kdscope.report import write_summary_and_report
 
@@ -199,6 +255,8 @@ def run_study(
     _prepare_out_dir(cfg, out_dir)
     result = StudyResult(cfg, out_dir, data, groups, student_data)
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
+    if teacher_only:
+        jobs = jobs[:1]
     total = sum(
         run_steps(p, len((data if g.role == "teacher" else student_data).train)) for g, _, p in jobs
     )
@@ -222,6 +280,8 @@ def run_study(
         executor.map(job, jobs[1:])
     finally:
         bar.close()
+    if teacher_only:
+        return result
     analyses = run_analyses(result, quiet=quiet)
     write_summary_and_report(result, analyses)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from kdscope.analyses.base import Analysis
 from kdscope.registry import Registry
 
 if TYPE_CHECKING:
+    from kdscope.config import AnalysisConfig
     from kdscope.study import StudyResult
 
 ANALYSES: Registry[type[Analysis]] = Registry("analysis")
@@ -30,18 +32,53 @@ class AnalysisOutcome:
     skipped: str | None = None
 
 
+def with_requirements(entries: Sequence[AnalysisConfig]) -> list[AnalysisConfig]:
+    """The configured analyses in order, each preceded by the analyses it ``requires`` that are
+    not configured earlier (with default parameters)."""
+    from kdscope.config import AnalysisConfig  # config validates against this registry
+
+    ordered: list[AnalysisConfig] = []
+
+    def add(entry: AnalysisConfig) -> None:
+        for need in ANALYSES.get(entry.name).requires:
+            if all(e.name != need for e in ordered):
+                configured = [e for e in entries if e.name == need]
+                add(configured[0] if configured else AnalysisConfig(name=need))
+        if all(e.name != entry.name for e in ordered):
+            ordered.append(entry)
+
+    for entry in entries:
+        add(entry)
+    return ordered
+
+
 def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcome]:
-    """Run the study's analyses in the configured order; inapplicable ones are skipped with a note."""
+    """Run the study's analyses in the configured order (requirements first); inapplicable ones
+    are skipped with a note. Each result is also kept in ``study.results`` for later analyses."""
     outcomes = []
-    for entry in tqdm(study.config.analyses, desc="analyses", disable=quiet, leave=False):
+    for entry in tqdm(
+        with_requirements(study.config.analyses), desc="analyses", disable=quiet, leave=False
+    ):
         analysis = ANALYSES.get(entry.name)(**entry.params)
         analysis.quiet = quiet
         reason = analysis.applies_to(study)
         result = None if reason else analysis.run(study)
+        if result is not None:
+            study.results[entry.name] = result
         outcomes.append(AnalysisOutcome(analysis, result, reason))
     return outcomes
 
 
-from kdscope.analyses import accuracy, knowledge_points  # noqa: E402,F401  (register the built-ins)
+from kdscope.analyses import (  # noqa: E402,F401  (register the built-ins)
+    accuracy,
+    calibration,
+    class_geometry,
+    difficulty,
+    knowledge_points,
+    rescaling,
+    soft_labels,
+    teacher_check,
+    three_levels,
+)
 
 __all__ = ["ANALYSES", "Analysis", "AnalysisOutcome", "register_analysis", "run_analyses"]

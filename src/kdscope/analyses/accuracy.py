@@ -15,7 +15,6 @@ import numpy as np
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.evaluation import predict_logits
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -40,10 +39,10 @@ class AccuracyAnalysis(Analysis):
         correct: dict[str, dict[int, np.ndarray]] = {}
         for g in study.groups.values():
             correct[g.name] = {
-                seed: (predict_logits(run.load(), test).argmax(1) == test.labels)
+                seed: (study.logits(g.name, seed).argmax(1) == test.labels)
                 .numpy()
                 .astype(np.float64)
-                for seed, run in g.runs.items()
+                for seed in g.runs
             }
         groups = {name: summarise(per_seed) for name, per_seed in correct.items()}
         comparisons = {}

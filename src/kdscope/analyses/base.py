@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 class Analysis:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    # analyses whose results ``run`` reads from ``study.results``; the runner adds missing ones
+    # (with default parameters) before this one
+    requires: ClassVar[tuple[str, ...]] = ()
     quiet: bool = False  # set by the runner: no progress bars
 
     def __init__(self) -> None:

@@ -2,7 +2,9 @@
 
 Every dataset yields samples of one shape: ``input`` (a float tensor in [0, 1] for images),
 ``label`` (an int), ``foreground`` (a bool tensor with the input's spatial shape: True where the
-evidence for the label lies) and ``tags`` (named ints: domain, group, ...). Datasets are held in
+evidence for the label lies) and ``tags`` (named per-example numbers: domain, group, difficulty,
+...). A dataset may also carry per-class information (``class_info``: a superclass map, class
+centres) that analyses such as the class-geometry one compare against. Datasets are held in
 memory as stacked tensors so that batching is slicing, which on a CPU is far faster than a
 per-sample ``DataLoader``.
 """
@@ -23,7 +25,7 @@ class Sample:
     input: Tensor
     label: int
     foreground: Tensor
-    tags: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,8 +47,9 @@ class TensorDataset:
     """A dataset held as stacked tensors.
 
     ``inputs`` is (N, ...) float, ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
-    each tag (N,) int64. ``modality`` tells analyses how to perturb the input ("image", "points",
-    "text").
+    each tag (N,) int64 or float. ``modality`` tells analyses how to perturb the input ("image",
+    "vector", "points", "text"). ``class_info`` holds per-class tensors with ``num_classes`` rows
+    (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float).
     """
 
     inputs: Tensor
@@ -56,6 +59,7 @@ class TensorDataset:
     modality: str = "image"
     tags: dict[str, Tensor] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
+    class_info: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -66,6 +70,11 @@ class TensorDataset:
         ]:
             if t.shape[0] != n:
                 raise ValueError(f"dataset field {name!r} has {t.shape[0]} rows, labels have {n}")
+        for name, t in self.class_info.items():
+            if t.shape[0] != self.num_classes:
+                raise ValueError(
+                    f"class information {name!r} has {t.shape[0]} rows for {self.num_classes} classes"
+                )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -75,7 +84,7 @@ class TensorDataset:
             input=self.inputs[i],
             label=int(self.labels[i]),
             foreground=self.foreground[i],
-            tags={k: int(v[i]) for k, v in self.tags.items()},
+            tags={k: v[i].item() for k, v in self.tags.items()},
         )
 
     def batch(self, index: Tensor) -> Batch:
@@ -108,6 +117,7 @@ class TensorDataset:
             modality=self.modality,
             tags={k: v[index] for k, v in self.tags.items()},
             class_names=list(self.class_names),
+            class_info=dict(self.class_info),
         )
 
 

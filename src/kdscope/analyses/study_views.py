@@ -1,0 +1,80 @@
+"""Per-seed views of a study's models that several analyses share: test correctness, paired
+differences, the teacher's tempered outputs, the soft-target students and the dataset's class
+hierarchy.
+
+Every per-seed quantity is a dict ``{seed: array over inputs}``, the shape that
+:func:`kdscope.stats.summarise` turns into per-seed values, a mean and a hierarchical-bootstrap
+interval (seeds, then inputs).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from kdscope.methods import BindContext, Method, build_method
+from kdscope.methods.soft_target import SoftTargets
+
+if TYPE_CHECKING:
+    from kdscope.study import Group, StudyResult
+
+PerSeed = dict[int, np.ndarray]
+
+
+def correctness(study: StudyResult, group: str) -> PerSeed:
+    """1.0 where the model of ``group`` (each seed) classifies a test input correctly, else 0.0."""
+    labels = study.data.test.labels
+    return {
+        seed: (study.logits(group, seed).argmax(1) == labels).numpy().astype(np.float64)
+        for seed in sorted(study.groups[group].runs)
+    }
+
+
+def paired(a: PerSeed, b: PerSeed) -> PerSeed:
+    """a − b seed by seed (seeds present in both), input by input."""
+    return {s: a[s] - b[s] for s in a if s in b}
+
+
+def teacher_logits(study: StudyResult, split: str = "test") -> np.ndarray:
+    """The teacher's logits (float64) on the test split or on the students' training data."""
+    return study.logits("teacher", study.config.teacher_seed, split).double().numpy()  # type: ignore[arg-type]
+
+
+def split_labels(study: StudyResult, split: str = "test") -> np.ndarray:
+    data = study.student_data.train if split == "train" else study.data.test
+    return data.labels.numpy()
+
+
+def superclass(study: StudyResult) -> np.ndarray | None:
+    """The dataset's superclass index per class, or None when it declares no hierarchy."""
+    info = study.data.train.class_info.get("superclass")
+    return None if info is None else info.numpy()
+
+
+def bound_method(study: StudyResult, group: Group, seed: int) -> Method:
+    """The distillation method of ``group`` built and bound as in training (class-level targets
+    computed from the teacher on the training data)."""
+    method = build_method(group.method, **group.method_params)
+    train = study.student_data.train
+    method.bind(
+        BindContext(
+            group.runs[seed].load(0 if 0 in group.runs[seed].plan.checkpoints else None),
+            study.teacher_model if method.needs_teacher else None,
+            train,
+            train.batch(torch.arange(min(len(train), 64))),
+        )
+    )
+    return method
+
+
+def soft_target_groups(study: StudyResult) -> list[Group]:
+    """The students whose method trains on a soft target (KD and its controlled variants, label
+    smoothing): those whose method implements :class:`SoftTargets`."""
+    out = []
+    for g in study.by_role("student"):
+        method = build_method(g.method, **g.method_params)
+        if isinstance(method, SoftTargets):
+            out.append(g)
+    return out

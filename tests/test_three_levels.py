@@ -1,0 +1,180 @@
+"""The three-levels analyses on trained models: the teacher check on teachers built here, and a
+whole small study (mechanics only: no expected ordering of methods is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdscope.analyses import with_requirements
+from kdscope.analyses.teacher_check import check_teacher, format_check
+from kdscope.config import AnalysisConfig, parse_study
+from kdscope.datasets import build
+from kdscope.models import build_model
+from kdscope.study import run_study
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build("hierarchy", n_train=60, n_test=50, seed=0)
+
+
+def _train(data, eps: float, epochs: int, weight_decay: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("vector_mlp", data.num_classes, in_features=32, hidden=[256])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for b in data.train.batches(128, gen):
+            loss = F.cross_entropy(model(b.input), b.label, label_smoothing=eps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def test_teacher_check_flags_a_label_smoothed_teacher_and_passes_a_ce_teacher(data) -> None:
+    ce = check_teacher(_train(data, 0.0, 30, 1e-4), data.train, data.test, tau=4.0, lam=0.7)
+    ls = check_teacher(_train(data, 0.2, 30, 1e-4), data.train, data.test, tau=4.0, lam=0.7)
+    assert ce["flagged"] == [], format_check(ce)
+    assert "D1_relation_free" in ls["flagged"], format_check(ls)
+    # the smoothed teacher keeps less relational structure than the CE teacher at both τ
+    for key in ("relational_excess", "relational_excess_tau1"):
+        assert ls["levels"]["domain"][key] < ce["levels"]["domain"][key]
+    json.dumps(ce)  # plain JSON
+
+
+def test_teacher_check_flags_a_saturated_teacher(data) -> None:
+    """A teacher whose training outputs put 0.9999 on the ground truth is flagged by D2 (its
+    uniform tail also carries no relations, so D1 fires too)."""
+    table = {
+        float(x): int(y) for x, y in zip(data.train.inputs[:, 0], data.train.labels, strict=True)
+    }
+    k = data.num_classes
+
+    class Saturated(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            labels = torch.tensor([table[float(v)] for v in x[:, 0]])
+            z = torch.full((len(x), k), math.log(1e-4 / (k - 1)))
+            z[torch.arange(len(x)), labels] = math.log(0.9999)
+            return z
+
+    out = check_teacher(Saturated(), data.train, tau=4.0, lam=0.7)
+    assert "D2_over_confident" in out["flagged"], format_check(out)
+    assert out["levels"]["instance"]["frac_above_0.99"] > 0.99
+
+
+def test_requirements_are_added_before_the_analysis_that_needs_them() -> None:
+    entries = with_requirements(
+        [AnalysisConfig(name="three_levels"), AnalysisConfig(name="calibration")]
+    )
+    names = [e.name for e in entries]
+    assert names.index("three_levels") > max(
+        names.index(n)
+        for n in ("accuracy", "rescaling", "soft_labels", "class_geometry", "teacher_check")
+    )
+    assert names.count("calibration") == 1
+    # a configured requirement keeps its parameters
+    entries = with_requirements(
+        [AnalysisConfig(name="three_levels"), AnalysisConfig(name="teacher_check", zoo=True)]
+    )
+    assert [e.params for e in entries if e.name == "teacher_check"] == [{"zoo": True}]
+
+
+STUDY = {
+    "name": "levels-mini",
+    "dataset": {
+        "name": "hierarchy",
+        "n_super": 2,
+        "n_sub": 3,
+        "dim": 8,
+        "n_train": 20,
+        "n_test": 20,
+        "difficulty": 0.5,
+    },
+    "transfer_size": 60,
+    "teacher": {
+        "model": {"name": "vector_mlp", "in_features": 8, "hidden": [32]},
+        "train": {"epochs": 10, "optimizer": "adam", "lr": 0.01, "batch_size": 32},
+    },
+    "student": {
+        "model": {"name": "vector_mlp", "in_features": 8, "hidden": []},
+        "train": {"epochs": 4, "optimizer": "adam", "lr": 0.01, "batch_size": 32},
+    },
+    "students": [
+        {"method": "ls_matched"},
+        {"method": "kd", "tau": 4, "gamma": 0.3, "alpha": 0.7},
+        {"method": "kd_pt"},
+        {"method": "kd_sim"},
+        {"method": "kd_sim", "name": "kd_sim_cosine", "variant": "weight_cosine"},
+        {"method": "kd_topk"},
+    ],
+    "seeds": [0, 1],
+    "checkpoints": [0, 1, 2, 4],
+    "analyses": [
+        "calibration",
+        "difficulty",
+        {"name": "teacher_check", "zoo": True},
+        "three_levels",
+    ],
+}
+
+
+def test_a_small_three_levels_study_runs_every_analysis(tmp_path) -> None:
+    cfg = parse_study(STUDY)
+    run_study(cfg, tmp_path, quiet=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    a = summary["analyses"]
+    for name in (
+        "accuracy",
+        "calibration",
+        "rescaling",
+        "soft_labels",
+        "class_geometry",
+        "difficulty",
+        "teacher_check",
+        "three_levels",
+    ):
+        assert name in a and "skipped" not in a[name], name
+    claims = a["three_levels"]["claims"]
+    assert len(claims) == 6
+    assert {c["verdict"] for c in claims} <= {
+        "reproduced",
+        "not reproduced",
+        "inconclusive",
+        "not measured",
+    }
+    assert all(c["verdict"] != "not measured" for c in claims)
+    # rescaling: every soft-target student at the checkpoints nearest 0/10/25/50/100 %
+    resc = a["rescaling"]["students"]
+    assert set(resc) == {"ls_matched", "kd", "kd_pt", "kd_sim", "kd_sim_cosine", "kd_topk"}
+    assert list(resc["kd"]["checkpoints"]) == ["0", "1", "2", "4"]
+    # at initialisation the student is the same for KD and KD-pt (same seed), and both give
+    # the same w_g, which is affine in rho_g at p = u only for a zero-logit student: check
+    # the correlation is defined and in [-1, 1]
+    r = resc["kd"]["checkpoints"]["0"]["w_g"]["pearson"]["mean"]
+    assert -1 <= r <= 1
+    # the teacher zoo trained and checked, each with its KD students' gain
+    zoo = a["teacher_check"]["teachers"]
+    assert set(zoo) == {"teacher", "label_smoothed", "over_trained", "early_stopped"}
+    assert all("kd_gain" in t for t in zoo.values())
+    geo = a["class_geometry"]["groups"]
+    assert set(geo["kd"]["hierarchy_score"]["per_seed"]) == {"0", "1"}
+    assert a["difficulty"]["true_difficulty"] is not None
+    html = (tmp_path / "report.html").read_text()
+    for title in (
+        "Calibration",
+        "gradient rescaling",
+        "class geometry",
+        "teacher check",
+        "paper's claims",
+    ):
+        assert title in html
+    # a second run resumes everything (no training) and gives identical analyses
+    run_study(cfg, tmp_path, quiet=True)
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["analyses"]["three_levels"] == a["three_levels"]
