@@ -406,7 +406,8 @@ def test_teacher_check_passes_informative_teacher():
     lv = out["levels"]
     assert set(lv) == {"universe", "domain", "instance"}
     assert lv["domain"]["relational_excess_tau1"] > 0.5
-    assert lv["instance"]["auroc"] > 0.7 and lv["instance"]["auroc_target"] == "heldout_correct"
+    assert lv["instance"]["auroc"] > 0.7
+    assert lv["instance"]["auroc_target"].startswith("heldout_correct")
     assert lv["instance"]["frac_above_0.99"] == 0.0
     json.dumps(out, allow_nan=False)
     # uninformative held-out confidence → D3

@@ -178,3 +178,23 @@ def test_a_small_three_levels_study_runs_every_analysis(tmp_path) -> None:
     run_study(cfg, tmp_path, quiet=True)
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["analyses"]["three_levels"] == a["three_levels"]
+
+
+def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None:
+    from kdscope.cli import main
+
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps(STUDY))  # JSON is YAML
+    out = tmp_path / "run"
+    assert main(["check-teacher", str(study), "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "D1_relation_free" in printed and "D2_over_confident" in printed
+    result = json.loads((out / "teacher_check.json").read_text())
+    assert set(result["flags"]) == {
+        "D1_relation_free",
+        "D2_over_confident",
+        "D3_uninformative_confidence",
+    }
+    assert (out / "models" / "teacher" / "seed0" / "result.json").exists()
+    assert not (out / "models" / "baseline").exists()
+    assert main(["check-teacher", str(study), "--out", str(out), "--lam", "2"]) == 2

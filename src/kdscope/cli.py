@@ -14,6 +14,9 @@ EPILOG = """examples:
   kdscope show smoke                                 print a preset's YAML, to copy and edit
   kdscope list methods                               registered methods (also: models, datasets,
                                                      analyses, presets)
+  kdscope check-teacher --preset three_levels --out runs/levels
+                                                     train only the teacher and check it before
+                                                     distilling (relations, confidence)
   kdscope bench training                             cost of trajectory logging and teacher caching
   kdscope bench knowledge-points                     fast vs reference knowledge-point estimator
 
@@ -42,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
+    check = sub.add_parser(
+        "check-teacher",
+        help="train (or load) a study's teacher and check it before distilling",
+        description="Train only the teacher of a study (or load it from --out), then report what "
+        "each level of its knowledge carries and flag a relation-free (D1), over-confident (D2) "
+        "or uninformative (D3) teacher. Writes teacher_check.json into --out; exits 0 whether "
+        "or not a flag is raised.",
+    )
+    check.add_argument("study", nargs="?", help="study YAML file (or use --preset)")
+    check.add_argument("--preset", help="name of an embedded study")
+    check.add_argument("--out", required=True, help="the study's output directory")
+    check.add_argument("--tau", type=float, default=4.0, help="distillation temperature (4)")
+    check.add_argument("--lam", type=float, default=0.7, help="weight of the soft term (0.7)")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
     show = sub.add_parser("show", help="print a preset's YAML")
     show.add_argument("preset")
 
@@ -61,14 +79,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):  # noqa: ANN202
     from kdscope.config import load_preset, load_study
-    from kdscope.study import run_study
 
     if bool(args.study) == bool(args.preset):
         raise KdscopeError("give either a study file or --preset NAME (not both)")
-    cfg = load_preset(args.preset) if args.preset else load_study(args.study)
-    run_study(cfg, args.out, quiet=args.quiet)
+    return load_preset(args.preset) if args.preset else load_study(args.study)
+
+
+def _check_teacher(args: argparse.Namespace) -> int:
+    from kdscope import io
+    from kdscope.analyses.teacher_check import check_teacher, format_check
+    from kdscope.study import run_study
+
+    if args.tau <= 0 or not 0 <= args.lam <= 1:
+        raise KdscopeError("--tau must be positive and --lam in [0, 1]")
+    study = run_study(_config(args), args.out, quiet=args.quiet, teacher_only=True)
+    result = check_teacher(
+        study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
+    )
+    io.write_json(study.out_dir / "teacher_check.json", result)
+    print(format_check(result, f"{study.config.name} (τ = {args.tau:g}, λ = {args.lam:g})"))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kdscope.study import run_study
+
+    run_study(_config(args), args.out, quiet=args.quiet)
     if not args.quiet:
         print(f"wrote {args.out}/summary.json and {args.out}/report.html")
     return 0
@@ -97,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "check-teacher":
+            return _check_teacher(args)
         if args.command == "show":
             from kdscope.config import PRESET_DIR, load_preset
 

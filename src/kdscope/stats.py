@@ -14,6 +14,22 @@ def _mean_of_first(resampled: np.ndarray) -> np.ndarray:
     return resampled.reshape(*resampled.shape[:3], -1)[..., 0].mean(-1)
 
 
+MAX_DISTINCT = 16  # rows with at most this many distinct values take the multinomial fast path
+
+
+def _inner(
+    v: np.ndarray, n_boot: int, k: int, rng: np.random.Generator, statistic: Statistic | None
+) -> np.ndarray:
+    """(n_boot, k) statistics of independent input resamples of one seed's rows ``v``."""
+    if statistic is None and v.ndim == 1:
+        values, counts = np.unique(v, return_counts=True)
+        if len(values) <= MAX_DISTINCT:
+            draws = rng.multinomial(len(v), counts / len(v), size=(n_boot, k))
+            return draws @ values / len(v)
+    index = rng.integers(0, len(v), size=(n_boot, k, len(v)), dtype=np.int32)
+    return (statistic or _mean_of_first)(v[index])
+
+
 def hierarchical_bootstrap(
     per_seed: Sequence[np.ndarray],
     n_boot: int = 2000,
@@ -29,16 +45,16 @@ def hierarchical_bootstrap(
     default is the mean of the rows (of the first column for 2-D rows). Paired quantities pass
     rows (I, 2) and a statistic of both columns, e.g. std(student) − std(baseline). With one
     seed this is the ordinary bootstrap over inputs.
+
+    Fast path: the mean of rows that take few distinct values (correctness 0/1, its paired
+    differences −1/0/1) is drawn exactly from the multinomial law of the resample's value counts,
+    Σ_u u·c_u / I with c ~ Multinomial(I, f_u / I), instead of resampling every row.
     """
-    stat = statistic or _mean_of_first
     rng = np.random.default_rng(seed)
     k = len(per_seed)
     # inner[i, b, j]: statistic of a fresh input resample of seed i, for slot j of resample b
     inner = np.stack(
-        [
-            stat(np.asarray(v, dtype=np.float64)[rng.integers(0, len(v), size=(n_boot, k, len(v)))])
-            for v in per_seed
-        ]
+        [_inner(np.asarray(v, dtype=np.float64), n_boot, k, rng, statistic) for v in per_seed]
     )
     chosen = rng.integers(0, k, size=(n_boot, k))
     stats = inner[chosen, np.arange(n_boot)[:, None], np.arange(k)[None, :]].mean(1)

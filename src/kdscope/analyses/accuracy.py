@@ -11,10 +11,9 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
+from kdscope.analyses.study_views import correctness, paired
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -35,23 +34,17 @@ class AccuracyAnalysis(Analysis):
     title = "Accuracy: distilled students against the baseline"
 
     def run(self, study: StudyResult) -> dict[str, Any]:
-        test = study.data.test
-        correct: dict[str, dict[int, np.ndarray]] = {}
-        for g in study.groups.values():
-            correct[g.name] = {
-                seed: (study.logits(g.name, seed).argmax(1) == test.labels)
-                .numpy()
-                .astype(np.float64)
-                for seed in g.runs
-            }
+        correct = {g.name: correctness(study, g.name) for g in study.groups.values()}
         groups = {name: summarise(per_seed) for name, per_seed in correct.items()}
         comparisons = {}
         for g in study.by_role("student"):
-            base = correct[g.baseline]
-            paired = {s: correct[g.name][s] - base[s] for s in correct[g.name] if s in base}
-            diff = summarise(paired)
+            diff = summarise(paired(correct[g.name], correct[g.baseline]))
             comparisons[g.name] = {"baseline": g.baseline, **diff, "verdict": verdict(diff["ci95"])}
-        return {"n_test": len(test), "groups": groups, "student_minus_baseline": comparisons}
+        return {
+            "n_test": len(study.data.test),
+            "groups": groups,
+            "student_minus_baseline": comparisons,
+        }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         rows = []

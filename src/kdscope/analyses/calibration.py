@@ -56,8 +56,8 @@ class CalibrationAnalysis(Analysis):
                 conf_correct[seed] = np.stack([conf, correct], axis=1)
             groups[g.name] = {
                 "role": g.role,
-                "ece": summarise(conf_correct, statistic=_ece_statistic),
-                **{k: summarise(v) for k, v in per.items()},
+                "ece": summarise(conf_correct, n_boot=1000, statistic=_ece_statistic),
+                **{k: summarise(v, n_boot=1000) for k, v in per.items()},
             }
             pooled = np.concatenate(list(conf_correct.values()))
             bins[g.name] = reliability(pooled[:, 0], pooled[:, 1], N_BINS)

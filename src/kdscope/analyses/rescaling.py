@@ -33,7 +33,13 @@ from kdscope.analyses.study_views import bound_method, soft_target_groups, teach
 from kdscope.methods.soft_target import SoftTargets
 from kdscope.report import figure_html, fmt_summary, plt, table
 from kdscope.stats import pearson_statistic, summarise
-from kdscope.teacher_knowledge.rescaling import decile_curve, rescaling_factors, softmax, spearman
+from kdscope.teacher_knowledge.rescaling import (
+    average_ranks,
+    decile_curve,
+    rescaling_factors,
+    softmax,
+    spearman,
+)
 
 if TYPE_CHECKING:
     from kdscope.study import Group, StudyResult
@@ -48,22 +54,14 @@ def nearest_checkpoints(
     return sorted({min(available, key=lambda e: (abs(e - f * epochs), e)) for f in fractions})
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=ranks)
-    return sums[inv] / counts[inv]
-
-
 def _correlations(rho_g: dict[int, np.ndarray], w: dict[int, np.ndarray]) -> dict[str, Any]:
     """Pearson and Spearman of w with rho_g per seed, mean and hierarchical interval; examples
     with an undefined w (p_g = 1) are left out."""
     keep = {s: np.isfinite(w[s]) for s in w}
     pearson = {s: np.stack([rho_g[s][keep[s]], w[s][keep[s]]], 1) for s in w}
-    ranked = {s: np.stack([_ranks(v[:, 0]), _ranks(v[:, 1])], 1) for s, v in pearson.items()}
+    ranked = {
+        s: np.stack([average_ranks(v[:, 0]), average_ranks(v[:, 1])], 1) for s, v in pearson.items()
+    }
     out = {
         "pearson": summarise(pearson, n_boot=1000, statistic=pearson_statistic),
         "spearman": summarise(ranked, n_boot=1000, statistic=pearson_statistic),
@@ -152,7 +150,7 @@ class RescalingAnalysis(Analysis):
             out["checkpoints"][str(epoch)] = {
                 "w": _correlations(rho, w),
                 "w_g": _correlations(rho, wg),
-                "mean_w": float(np.nanmean(np.concatenate(list(w.values())))),
+                "median_w": float(np.nanmedian(np.concatenate(list(w.values())))),
                 "condition_fails": fails,
                 "deciles": _mean_curve(curves),
             }
@@ -166,7 +164,10 @@ class RescalingAnalysis(Analysis):
             f"{tc['q10']:.3f} / {tc['q50']:.3f} / {tc['q90']:.3f}); y: the exact L1 rescaling "
             "factor w and the ground-truth component ratio w_g at the student's own τ and "
             "weights. Correlations: mean over seeds [95 % hierarchical-bootstrap interval]. The "
-            "paper expects a positive correlation, strongest early in training.</p>"
+            "paper expects a positive correlation, strongest early in training. w is heavy-"
+            "tailed: once the student fits an example (p_g → 1) its hard-label gradient vanishes "
+            "while the soft one need not, so tables and figures give the median w (per decile "
+            "of ρ¹_g, log scale).</p>"
         ]
         d = result["difficulty"]
         if d is not None:
@@ -188,7 +189,7 @@ class RescalingAnalysis(Analysis):
                 for epoch, c in g["checkpoints"].items():
                     fails = np.mean(list(c["condition_fails"].values()))
                     rows.append(
-                        [html.escape(name), epoch, f"{c['mean_w']:.3f}"]
+                        [html.escape(name), epoch, f"{c['median_w']:.3f}"]
                         + [
                             fmt_summary(c[k][m], sign=True)
                             for k in ("w", "w_g")
@@ -202,7 +203,7 @@ class RescalingAnalysis(Analysis):
                     [
                         "student",
                         "epoch",
-                        "mean w",
+                        "median w",
                         "Pearson(w, ρ_g)",
                         "Spearman(w, ρ_g)",
                         "Pearson(w_g, ρ_g)",
@@ -231,7 +232,10 @@ def _difficulty(study: StudyResult, rho_g: np.ndarray) -> dict[str, float] | Non
 def _mean_curve(curves: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Seed-averaged decile curve (the teacher, hence the bins, is the same for every seed)."""
     n = min(len(c["x"]) for c in curves)
-    return {k: [float(np.mean([c[k][i] for c in curves])) for i in range(n)] for k in ("x", "y")}
+    return {
+        k: [float(np.mean([c[k][i] for c in curves])) for i in range(n)]
+        for k in ("x", "y", "median")
+    }
 
 
 def _figure(groups: dict[str, Any]) -> str:
@@ -245,13 +249,14 @@ def _figure(groups: dict[str, Any]) -> str:
         for i, (epoch, c) in enumerate(g["checkpoints"].items()):
             ax.plot(
                 c["deciles"]["x"],
-                c["deciles"]["y"],
+                c["deciles"]["median"],
                 marker="o",
                 ms=3,
                 color=f"C{i}",
                 label=f"epoch {epoch}",
             )
-        ax.set(title=name, xlabel="teacher ρ¹_g (decile mean)", ylabel="mean w")
+        ax.set(title=name, xlabel="teacher ρ¹_g (decile mean)", ylabel="median w (log scale)")
+        ax.set_yscale("log")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

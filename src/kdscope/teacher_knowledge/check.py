@@ -164,9 +164,15 @@ def _heldout(
     target = own if correct is None else np.asarray(correct).reshape(-1).astype(bool)
     if target.shape != y.shape:
         raise ValueError(f"heldout_correct must have shape {y.shape}, got {target.shape}")
+    # for the teacher's own correctness ρ_g is nearly a restatement of it (the argmax is right
+    # exactly when ρ_g is the largest entry), so its top-1 confidence is scored instead: the
+    # usual misclassification-detection AUROC
+    score = p.max(axis=1) if correct is None else _gt(p, y)
     return {
-        "auroc": auroc(_gt(p, y), target),
-        "auroc_target": "teacher_correct" if correct is None else "heldout_correct",
+        "auroc": auroc(score, target),
+        "auroc_target": "teacher_correct (score: top-1 confidence)"
+        if correct is None
+        else "heldout_correct (score: ρ¹_g)",
         "heldout_ece": ece(p.max(axis=1), own),
         "heldout_accuracy": float(own.mean()),
     }

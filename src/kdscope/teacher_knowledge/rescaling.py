@@ -187,12 +187,13 @@ def decile_curve(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, np
     Edges e_0 ≤ … ≤ e_B are the 0, 1/B, …, 1 quantiles of x, de-duplicated; bin b = [e_b, e_{b+1})
     (the last bin closed). Tied values of x always share a bin, so with ties or few distinct values
     there are fewer (and unequal) bins; empty bins are dropped. Returns arrays over the kept bins:
-    'x' (mean x per bin), 'y' (mean y per bin), 'count'.
+    'x' (mean x per bin), 'y' (mean y per bin), 'median' (median y per bin, robust where y is
+    heavy-tailed, as w is when the student fits an example: 1 − p_g → 0), 'count'.
     """
     a, b = _finite_pairs(x, y)
     if a.size == 0:
         empty = np.zeros(0)
-        return {"x": empty, "y": empty, "count": np.zeros(0, dtype=np.int64)}
+        return {"x": empty, "y": empty, "median": empty, "count": np.zeros(0, dtype=np.int64)}
     edges = np.unique(np.quantile(a, np.linspace(0.0, 1.0, n_bins + 1)))
     idx = np.searchsorted(edges[1:-1], a, side="right")
     n_b = max(len(edges) - 1, 1)
@@ -200,9 +201,11 @@ def decile_curve(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, np
     sx = np.bincount(idx, weights=a, minlength=n_b)
     sy = np.bincount(idx, weights=b, minlength=n_b)
     keep = count > 0
+    median = np.array([np.median(b[idx == i]) for i in np.flatnonzero(keep)])
     return {
         "x": sx[keep] / count[keep],
         "y": sy[keep] / count[keep],
+        "median": median,
         "count": count[keep].astype(np.int64),
     }
 
