@@ -198,3 +198,24 @@ def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None
     assert (out / "models" / "teacher" / "seed0" / "result.json").exists()
     assert not (out / "models" / "baseline").exists()
     assert main(["check-teacher", str(study), "--out", str(out), "--lam", "2"]) == 2
+
+
+def test_partial_rank_correlation_removes_a_shared_cause() -> None:
+    """x and y both follow z: their Spearman correlation is high, the partial one given z ~ 0;
+    a y that depends on x beyond z keeps a positive partial correlation."""
+    import numpy as np
+
+    from kdscope.analyses.rescaling import rank_residual
+    from kdscope.teacher_knowledge.rescaling import pearson, spearman
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=4000)
+    x = z + 0.3 * rng.normal(size=4000)
+    y = z + 0.3 * rng.normal(size=4000)
+    assert spearman(x, y) > 0.8
+    assert abs(pearson(rank_residual(x, z), rank_residual(y, z))) < 0.05
+    y2 = z + 0.5 * x + 0.3 * rng.normal(size=4000)
+    assert pearson(rank_residual(x, z), rank_residual(y2, z)) > 0.3
+    # residuals are orthogonal to the control's ranks
+    r = rank_residual(x, z)
+    assert abs(float(np.corrcoef(r, np.argsort(np.argsort(z)))[0, 1])) < 1e-9

@@ -11,13 +11,17 @@ Public API (everything else may move):
 * data contract: :class:`Sample`, :class:`Batch`, :class:`TensorDataset`, :class:`DataSplits`;
 * knowledge points: the :mod:`kdscope.knowledge_points` module (estimator and metrics for any
   ``nn.Module``);
+* three levels of teacher knowledge: :func:`check_teacher` (the teacher check on any
+  ``nn.Module``) and the :mod:`kdscope.teacher_knowledge` module (calibration, rescaling factor,
+  class geometry, soft-label structure, on arrays);
 * errors: :class:`KdscopeError`.
 """
 
 __version__ = "0.1.0"
 
-from kdscope import knowledge_points  # noqa: E402
+from kdscope import knowledge_points, teacher_knowledge  # noqa: E402
 from kdscope.analyses import register_analysis  # noqa: E402
+from kdscope.analyses.teacher_check import check_teacher  # noqa: E402
 from kdscope.config import StudyConfig, load_preset, load_study, parse_study  # noqa: E402
 from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset  # noqa: E402
 from kdscope.datasets import build as build_dataset  # noqa: E402
@@ -40,6 +44,7 @@ __all__ = [
     "build_method",
     "build_model",
     "capture",
+    "check_teacher",
     "knowledge_points",
     "list_models",
     "load_preset",
@@ -50,4 +55,5 @@ __all__ = [
     "register_method",
     "register_model",
     "run_study",
+    "teacher_knowledge",
 ]

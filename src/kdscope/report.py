@@ -162,7 +162,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def fmt_summary(s: dict[str, Any], digits: int = 3, sign: bool = False) -> str:
     """``mean [lo, hi]`` of a :func:`kdscope.stats.summarise` result (``n/a`` when missing)."""
-    if not s or s.get("mean") is None:
+    if not s or s.get("mean") is None or s["mean"] != s["mean"]:  # missing or NaN
         return "n/a"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
     lo, hi = s["ci95"]

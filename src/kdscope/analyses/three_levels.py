@@ -158,11 +158,13 @@ class ThreeLevelsAnalysis(Analysis):
         epochs = sorted(cps, key=int)
         early = next((e for e in epochs if int(e) > 0), epochs[0])
         s = cps[early]["w"]["spearman"]
+        partial = cps[early]["w"]["partial_spearman"]
         last = cps[epochs[-1]]["w"]["spearman"]
         return {
             "claim": claim,
             "measure": f"Spearman(w, ρ¹_g) of {kd} at epoch {early}: {fmt_summary(s, sign=True)} "
-            f"(at the last epoch {epochs[-1]}: {fmt_summary(last, sign=True)})",
+            f"(at the last epoch {epochs[-1]}: {fmt_summary(last, sign=True)}; at equal student "
+            f"confidence, partial Spearman given p_g: {fmt_summary(partial, sign=True)})",
             "value": s,
             "verdict": interval_verdict(s["ci95"]),
         }
