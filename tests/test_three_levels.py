@@ -149,6 +149,9 @@ def test_a_small_three_levels_study_runs_every_analysis(tmp_path) -> None:
         "not measured",
     }
     assert all(c["verdict"] != "not measured" for c in claims)
+    # the report names every choice, defaults included
+    assert "target_temperature='pre'" in a["three_levels"]["settings"]["kd_pt"]
+    assert "tail='uniform'" in a["three_levels"]["settings"]["kd_topk"]
     # rescaling: every soft-target student at the checkpoints nearest 0/10/25/50/100 %
     resc = a["rescaling"]["students"]
     assert set(resc) == {"ls_matched", "kd", "kd_pt", "kd_sim", "kd_sim_cosine", "kd_topk"}

@@ -41,6 +41,7 @@ from kdscope.analyses.study_views import (
     superclass,
     teacher_logits,
 )
+from kdscope.methods import build_method
 from kdscope.report import fmt_summary, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.geometry import hierarchy_score
@@ -49,6 +50,18 @@ from kdscope.teacher_knowledge.soft_labels import class_correlation
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
+
+CHOICES = [
+    "loss L(q) = (1 − λ) H(e_g, p) + λ τ² H(q, p^τ); targets from the tempered teacher unless "
+    "target_temperature = post (spec §15.1–2)",
+    "rescaling factor: exact L1 ratio, with the ground-truth component ratio w_g beside it (§15.5)",
+    "LS control: ls_matched when present, else label_smoothing (§15.6)",
+    "template similarity: centred cosine, biases ignored (§15.7)",
+    "difficulty bins: the teacher's confidence on the test split; planted difficulty where the "
+    "data has it (§15.8)",
+    "D1 read at the distillation τ; thresholds are kdscope defaults (§11)",
+    "statistics: paired by seed and input, 95 % hierarchical-bootstrap intervals (§15.10)",
+]
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = (
     "reproduced",
@@ -141,6 +154,11 @@ class ThreeLevelsAnalysis(Analysis):
         ]
         return {
             "groups": names,
+            "settings": {
+                g.name: f"{g.method}({build_method(g.method, **g.method_params).extra_repr()})"
+                for g in study.by_role("student")
+            },
+            "choices": CHOICES,
             "accuracy": accuracy,
             "ranking": sorted(accuracy, key=lambda k: -accuracy[k]["mean"]),
             "decomposition": decomposition,
@@ -285,6 +303,14 @@ class ThreeLevelsAnalysis(Analysis):
             + table(["difference", "test accuracy"], dec_rows)
             + "<h3>The paper's claims</h3>"
             + table(["#", "claim (Tang et al. 2020)", "what was measured", "verdict"], claim_rows)
+            + "<h3>Settings used</h3>"
+            + table(
+                ["student", "method and parameters (defaults included)"],
+                [[html.escape(k), html.escape(v)] for k, v in result["settings"].items()],
+            )
+            + "<ul>"
+            + "".join(f"<li>{html.escape(c)}</li>" for c in result["choices"])
+            + "</ul>"
         )
 
 
