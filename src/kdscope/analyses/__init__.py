@@ -75,6 +75,8 @@ from kdscope.analyses import (  # noqa: E402,F401  (register the built-ins)
     class_geometry,
     difficulty,
     knowledge_points,
+    localisation,
+    representation_similarity,
     rescaling,
     soft_labels,
     teacher_check,

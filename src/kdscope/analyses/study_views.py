@@ -78,3 +78,20 @@ def soft_target_groups(study: StudyResult) -> list[Group]:
         if isinstance(method, SoftTargets):
             out.append(g)
     return out
+
+
+def seed_pairs(a: list[int], b: list[int], distinct: bool = False) -> list[tuple[int, int]]:
+    """(seed of a, seed of b) pairs: every combination, or with ``distinct`` the unordered pairs
+    of different seeds (a control comparing a group with itself: Ind vs Ind')."""
+    if distinct:
+        return [(i, j) for i in a for j in b if i < j]
+    return [(i, j) for i in a for j in b]
+
+
+def test_subset(study: StudyResult, n: int, seed: int = 0) -> torch.Tensor:
+    """A seeded random subset of ``n`` test indices (all when the split is smaller), sorted."""
+    total = len(study.data.test)
+    if n >= total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.sort(torch.randperm(total, generator=gen)[:n]).values

@@ -1,0 +1,21 @@
+"""Property transfer (Ojha et al. 2023): does a distilled student localise, fail and represent
+like its teacher? The functional core on any ``nn.Module``: Grad-CAM maps and win rates
+(:mod:`.localisation`), linear CKA (:mod:`.cka`) and teacher-crafted attacks (:mod:`.attacks`)."""
+
+from kdscope.property_transfer.cka import cka_matrix, gram_cka, linear_cka
+from kdscope.property_transfer.localisation import (
+    foreground_energy,
+    gradcam_maps,
+    map_cosine,
+    win_rate,
+)
+
+__all__ = [
+    "cka_matrix",
+    "foreground_energy",
+    "gradcam_maps",
+    "gram_cka",
+    "linear_cka",
+    "map_cosine",
+    "win_rate",
+]
