@@ -2,6 +2,14 @@
 like its teacher? The functional core on any ``nn.Module``: Grad-CAM maps and win rates
 (:mod:`.localisation`), linear CKA (:mod:`.cka`) and teacher-crafted attacks (:mod:`.attacks`)."""
 
+from kdscope.property_transfer.attacks import (
+    calibrate_eps,
+    fooled,
+    fooling_rate,
+    ifgsm,
+    predict_labels,
+    transfer_rates,
+)
 from kdscope.property_transfer.cka import cka_matrix, gram_cka, linear_cka
 from kdscope.property_transfer.localisation import (
     foreground_energy,
@@ -11,11 +19,17 @@ from kdscope.property_transfer.localisation import (
 )
 
 __all__ = [
+    "calibrate_eps",
     "cka_matrix",
+    "fooled",
+    "fooling_rate",
     "foreground_energy",
     "gradcam_maps",
     "gram_cka",
+    "ifgsm",
     "linear_cka",
     "map_cosine",
+    "predict_labels",
+    "transfer_rates",
     "win_rate",
 ]
