@@ -140,6 +140,7 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
                 for a in (
                     {"name": "localisation", "n_inputs": 64},
                     {"name": "representation_similarity", "n_inputs": 64},
+                    {"name": "adversarial", "n_inputs": 64, "calibration": 48},
                 )
             )
         }
@@ -159,5 +160,14 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
     assert 0 <= kd["matched"]["mean"] <= 1 + 1e-9
     assert "logits" in kd["matched_layers"] and "conv" in kd["matched_layers"]
     assert cka["comparisons"]["kd"]["verdict"] in {"transfers", "no transfer"}
+    adv = a["adversarial"]
+    assert set(adv["sources"]) == {"teacher, ε×1", "teacher, ε×0.5", "teacher, ε×2", "foreign, ε×1"}
+    main = adv["sources"]["teacher, ε×1"]
+    assert 0 <= main["groups"]["kd"]["fooled"]["mean"] <= 1
+    assert adv["verdicts"]["kd"] in {"transfers", "no transfer", "confounded"}
+    # a larger ε fools the teacher at least as often
+    rates = [adv["sources"][f"teacher, ε×{f}"]["source_rate"] for f in ("0.5", "1", "2")]
+    assert rates == sorted(rates)
+    assert (tmp_path / "analyses" / "adversarial" / "foreign_vgg_small" / "result.json").exists()
     html = (tmp_path / "report.html").read_text()
-    assert "Grad-CAM" in html and "CKA" in html
+    assert "Grad-CAM" in html and "CKA" in html and "FGSM" in html

@@ -71,6 +71,7 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
 
 from kdscope.analyses import (  # noqa: E402,F401  (register the built-ins)
     accuracy,
+    adversarial,
     calibration,
     class_geometry,
     difficulty,
