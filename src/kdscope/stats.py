@@ -10,6 +10,15 @@ import numpy as np
 Statistic = Callable[[np.ndarray], np.ndarray]
 
 
+def safe_divide(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+    """num / den elementwise (broadcast), ``empty`` where den == 0, without warnings."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, empty, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
 def _mean_of_first(resampled: np.ndarray) -> np.ndarray:
     return resampled.reshape(*resampled.shape[:3], -1)[..., 0].mean(-1)
 

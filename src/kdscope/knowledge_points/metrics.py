@@ -35,6 +35,8 @@ from typing import Literal
 
 import numpy as np
 
+from kdscope.stats import safe_divide
+
 __all__ = [
     "B_DEFAULT",
     "background_level",
@@ -83,15 +85,6 @@ def _masks(
     return fg & ok, ~fg & ok
 
 
-def _divide(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    """num / den elementwise, ``empty`` where den == 0, without warnings."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, empty, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 # --------------------------------------------------------------------------------------------------
 # quantity and quality
 
@@ -119,7 +112,7 @@ def background_level(
     _, bg = _masks(foreground, valid, (n_in, n_u))
     n_bg = bg.sum(axis=1)  # (I,)
     total = np.where(bg[:, None, :], h, 0.0).sum(axis=2)  # (I, K); nan outside bg ignored
-    per = _divide(total, n_bg[:, None], np.nan)  # (I, K)
+    per = safe_divide(total, n_bg[:, None], np.nan)  # (I, K)
     if per_input:
         return per
     has_bg = n_bg > 0
@@ -180,9 +173,9 @@ def point_counts(
         "n_fg": n_fg,
         "n_bg": n_bg,
         "n_total": n_total,
-        "quality": _divide(n_fg, n_total, 0.0),
-        "fg_ratio": _divide(n_fg, fg.sum(axis=1)[:, None], np.nan),
-        "bg_ratio": _divide(n_bg, bg.sum(axis=1)[:, None], np.nan),
+        "quality": safe_divide(n_fg, n_total, 0.0),
+        "fg_ratio": safe_divide(n_fg, fg.sum(axis=1)[:, None], np.nan),
+        "bg_ratio": safe_divide(n_bg, bg.sum(axis=1)[:, None], np.nan),
     }
 
 
@@ -227,7 +220,7 @@ def learning_speed(n_fg: np.ndarray, distance: np.ndarray) -> dict[str, np.ndarr
         "d_mean": d_mean,
         "d_std": float(np.sqrt(d_var)),
         "d_var": d_var,
-        "slope": _divide(best, d, np.nan),
+        "slope": safe_divide(best, d, np.nan),
     }
 
 
@@ -260,7 +253,7 @@ def stability(
     s = p & sel[:, None, :]
     final = s[:, -1, :].sum(axis=1)
     union = s[:, (0 if include_initial else 1) :, :].any(axis=1).sum(axis=1)
-    return _divide(final, union, 0.0)
+    return safe_divide(final, union, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------

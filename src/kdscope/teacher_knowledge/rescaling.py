@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdscope.stats import safe_divide
+
 __all__ = [
     "Rescaling",
     "average_ranks",
@@ -42,15 +44,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # helpers shared by the package
-
-
-def _divide(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    """num / den elementwise, ``empty`` where den == 0, without warnings."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, empty, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def _probs_labels(
@@ -143,8 +136,8 @@ def rescaling_factors(
     grad = ce_weight * (p - onehot) + soft_weight * tau * (pt - qq)
     p_g = _gt(p, y)
     one_minus = 1.0 - p_g
-    w = _divide(np.abs(grad).sum(axis=1), 2.0 * one_minus, np.nan)
-    w_g = _divide(_gt(grad, y), -one_minus, np.nan)
+    w = safe_divide(np.abs(grad).sum(axis=1), 2.0 * one_minus, np.nan)
+    w_g = safe_divide(_gt(grad, y), -one_minus, np.nan)
     wrong = onehot == 0
     condition = np.all((p >= soft_weight * qq) | ~wrong, axis=1)
     tail_nonnegative = np.all((grad >= 0) | ~wrong, axis=1)
@@ -162,7 +155,7 @@ def closed_form_w(
 
     Equal to w_g always, and to the exact L1 ratio w when the condition of :class:`Rescaling` holds.
     """
-    out = 1.0 - lam * _divide(
+    out = 1.0 - lam * safe_divide(
         1.0 - np.asarray(rho_g, dtype=np.float64), 1.0 - np.asarray(p_g), np.nan
     )
     return float(out) if out.ndim == 0 else out
