@@ -11,8 +11,11 @@ per-sample ``DataLoader``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -131,3 +134,29 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
+
+
+N = TypeVar("N", int, float)
+
+
+def _check_bounds(dataset: str, name: str, value: N, low: N, high: N | None) -> N:
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{dataset}: {name} must be {bound}, got {value}")
+    return value
+
+
+def check_int(dataset: str, name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high]; else a ValueError naming the dataset parameter."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{dataset}: {name} must be an integer, got {value!r}")
+    return _check_bounds(dataset, name, int(value), low, high)
+
+
+def check_float(
+    dataset: str, name: str, value: Any, low: float, high: float | None = None
+) -> float:
+    """``value`` as a finite float in [low, high]; else a ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{dataset}: {name} must be a finite number, got {value!r}")
+    return _check_bounds(dataset, name, float(value), low, high)

@@ -28,14 +28,9 @@ import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
 
 __all__ = ["hierarchy"]
-
-
-def _check(name: str, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {what}")
 
 
 def _centres(
@@ -114,21 +109,32 @@ def hierarchy(
 ) -> DataSplits:
     """Planted-hierarchy feature vectors: ``n_super`` x ``n_sub`` classes in ``dim`` dimensions,
     ``n_train`` / ``n_test`` examples *per class*; see the module docstring for the model."""
-    for name, value in [("n_super", n_super), ("n_sub", n_sub), ("dim", dim)]:
-        _check(name, isinstance(value, int) and value >= 1, "a positive integer")
-    _check("n_super * n_sub", n_super * n_sub >= 2, "at least 2 classes")
-    for name, value in [("n_train", n_train), ("n_test", n_test)]:
-        _check(name, isinstance(value, int) and value >= 1, "a positive integer")
-    for name, value in [
-        ("sigma_super", sigma_super),
-        ("sigma_sub", sigma_sub),
-        ("sigma_noise", sigma_noise),
-        ("warp", warp),
-        ("difficulty", difficulty),
-    ]:
-        _check(name, value >= 0, ">= 0")
-    _check("difficulty", difficulty <= 1, "<= 1 (the fraction of the way to a sibling class)")
-    _check("label_noise", 0 <= label_noise < 1, "in [0, 1)")
+    n_super, n_sub, dim, n_train, n_test = (
+        check_int("hierarchy", name, value, 1)
+        for name, value in [
+            ("n_super", n_super),
+            ("n_sub", n_sub),
+            ("dim", dim),
+            ("n_train", n_train),
+            ("n_test", n_test),
+        ]
+    )
+    if n_super * n_sub < 2:
+        raise ValueError("hierarchy: n_super * n_sub must give at least 2 classes")
+    sigma_super, sigma_sub, sigma_noise, warp = (
+        check_float("hierarchy", name, value, 0.0)
+        for name, value in [
+            ("sigma_super", sigma_super),
+            ("sigma_sub", sigma_sub),
+            ("sigma_noise", sigma_noise),
+            ("warp", warp),
+        ]
+    )
+    # difficulty: the fraction of the way to a sibling class
+    difficulty = check_float("hierarchy", "difficulty", difficulty, 0.0, 1.0)
+    label_noise = check_float("hierarchy", "label_noise", label_noise, 0.0, 1.0)
+    if label_noise == 1.0:
+        raise ValueError("hierarchy: label_noise must be < 1 (no label would be kept)")
     structure, train_rng, test_rng = (
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(3)
     )

@@ -21,14 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
 
 __all__ = ["BACKGROUNDS", "CLASS_NAMES", "NAMED_COLOURS", "shapes"]
 
@@ -185,28 +184,6 @@ class _Config:
     distractors: int
     noise: float
     outline: bool
-
-
-N = TypeVar("N", int, float)
-
-
-def _check_bounds(name: str, value: N, low: N, high: N | None) -> N:
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"shapes: {name} must be {bound}, got {value}")
-    return value
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"shapes: {name} must be an integer, got {value!r}")
-    return _check_bounds(name, int(value), low, high)
-
-
-def _check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"shapes: {name} must be a finite number, got {value!r}")
-    return _check_bounds(name, float(value), low, high)
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -397,8 +374,8 @@ def _config(
     noise: Any,
     outline: Any,
 ) -> _Config:
-    size = _check_int("size", size, 8)
-    num_classes = _check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
+    size = check_int("shapes", "size", size, 8)
+    num_classes = check_int("shapes", "num_classes", num_classes, 2, len(CLASS_NAMES))
     if background not in BACKGROUNDS:
         raise ValueError(
             f"shapes: unknown background {background!r} (known: {', '.join(BACKGROUNDS)})"
@@ -408,14 +385,14 @@ def _config(
         raise ValueError(
             f"shapes: unknown object_colour {object_colour!r} (known: {', '.join(known_colours)})"
         )
-    jitter = _check_float("jitter", jitter, 0.0, 1.0)
-    background_cue = _check_float("background_cue", background_cue, 0.0, 1.0)
+    jitter = check_float("shapes", "jitter", jitter, 0.0, 1.0)
+    background_cue = check_float("shapes", "background_cue", background_cue, 0.0, 1.0)
     if background_cue > 0 and background != "textured":
         raise ValueError(
             f"shapes: background_cue > 0 needs background='textured', got {background!r}"
         )
-    distractors = _check_int("distractors", distractors, 0)
-    noise = _check_float("noise", noise, 0.0)
+    distractors = check_int("shapes", "distractors", distractors, 0)
+    noise = check_float("shapes", "noise", noise, 0.0)
     if not isinstance(outline, bool):
         raise ValueError(f"shapes: outline must be a bool, got {outline!r}")
     return _Config(
@@ -476,9 +453,9 @@ def shapes(
         labels int64, foreground bool (N, size, size) exactly the object's pixels, and tag
         ``domain`` (the background's index: plain 0, coloured 1, textured 2).
     """
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    seed = _check_int("seed", seed, 0)
+    n_train = check_int("shapes", "n_train", n_train, 1)
+    n_test = check_int("shapes", "n_test", n_test, 1)
+    seed = check_int("shapes", "seed", seed, 0)
     cfg = _config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
         outline,
