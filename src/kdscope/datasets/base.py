@@ -139,24 +139,23 @@ class DataSplits:
 N = TypeVar("N", int, float)
 
 
-def _check_bounds(dataset: str, name: str, value: N, low: N, high: N | None) -> N:
+def _check_bounds(name: str, value: N, low: N, high: N | None) -> N:
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{dataset}: {name} must be {bound}, got {value}")
+        raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
 
-def check_int(dataset: str, name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high]; else a ValueError naming the dataset parameter."""
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high]; else a ValueError naming the parameter (the dataset
+    registry's ``build`` adds the dataset's name)."""
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{dataset}: {name} must be an integer, got {value!r}")
-    return _check_bounds(dataset, name, int(value), low, high)
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return _check_bounds(name, int(value), low, high)
 
 
-def check_float(
-    dataset: str, name: str, value: Any, low: float, high: float | None = None
-) -> float:
+def check_float(name: str, value: Any, low: float, high: float | None = None) -> float:
     """``value`` as a finite float in [low, high]; else a ValueError naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"{dataset}: {name} must be a finite number, got {value!r}")
-    return _check_bounds(dataset, name, float(value), low, high)
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return _check_bounds(name, float(value), low, high)

@@ -110,7 +110,7 @@ def hierarchy(
     """Planted-hierarchy feature vectors: ``n_super`` x ``n_sub`` classes in ``dim`` dimensions,
     ``n_train`` / ``n_test`` examples *per class*; see the module docstring for the model."""
     n_super, n_sub, dim, n_train, n_test = (
-        check_int("hierarchy", name, value, 1)
+        check_int(name, value, 1)
         for name, value in [
             ("n_super", n_super),
             ("n_sub", n_sub),
@@ -120,9 +120,9 @@ def hierarchy(
         ]
     )
     if n_super * n_sub < 2:
-        raise ValueError("hierarchy: n_super * n_sub must give at least 2 classes")
+        raise ValueError("n_super * n_sub must give at least 2 classes")
     sigma_super, sigma_sub, sigma_noise, warp = (
-        check_float("hierarchy", name, value, 0.0)
+        check_float(name, value, 0.0)
         for name, value in [
             ("sigma_super", sigma_super),
             ("sigma_sub", sigma_sub),
@@ -131,10 +131,10 @@ def hierarchy(
         ]
     )
     # difficulty: the fraction of the way to a sibling class
-    difficulty = check_float("hierarchy", "difficulty", difficulty, 0.0, 1.0)
-    label_noise = check_float("hierarchy", "label_noise", label_noise, 0.0, 1.0)
+    difficulty = check_float("difficulty", difficulty, 0.0, 1.0)
+    label_noise = check_float("label_noise", label_noise, 0.0, 1.0)
     if label_noise == 1.0:
-        raise ValueError("hierarchy: label_noise must be < 1 (no label would be kept)")
+        raise ValueError("label_noise must be < 1 (no label would be kept)")
     structure, train_rng, test_rng = (
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(3)
     )

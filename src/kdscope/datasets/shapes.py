@@ -374,8 +374,8 @@ def _config(
     noise: Any,
     outline: Any,
 ) -> _Config:
-    size = check_int("shapes", "size", size, 8)
-    num_classes = check_int("shapes", "num_classes", num_classes, 2, len(CLASS_NAMES))
+    size = check_int("size", size, 8)
+    num_classes = check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
     if background not in BACKGROUNDS:
         raise ValueError(
             f"shapes: unknown background {background!r} (known: {', '.join(BACKGROUNDS)})"
@@ -385,14 +385,14 @@ def _config(
         raise ValueError(
             f"shapes: unknown object_colour {object_colour!r} (known: {', '.join(known_colours)})"
         )
-    jitter = check_float("shapes", "jitter", jitter, 0.0, 1.0)
-    background_cue = check_float("shapes", "background_cue", background_cue, 0.0, 1.0)
+    jitter = check_float("jitter", jitter, 0.0, 1.0)
+    background_cue = check_float("background_cue", background_cue, 0.0, 1.0)
     if background_cue > 0 and background != "textured":
         raise ValueError(
             f"shapes: background_cue > 0 needs background='textured', got {background!r}"
         )
-    distractors = check_int("shapes", "distractors", distractors, 0)
-    noise = check_float("shapes", "noise", noise, 0.0)
+    distractors = check_int("distractors", distractors, 0)
+    noise = check_float("noise", noise, 0.0)
     if not isinstance(outline, bool):
         raise ValueError(f"shapes: outline must be a bool, got {outline!r}")
     return _Config(
@@ -453,9 +453,9 @@ def shapes(
         labels int64, foreground bool (N, size, size) exactly the object's pixels, and tag
         ``domain`` (the background's index: plain 0, coloured 1, textured 2).
     """
-    n_train = check_int("shapes", "n_train", n_train, 1)
-    n_test = check_int("shapes", "n_test", n_test, 1)
-    seed = check_int("shapes", "seed", seed, 0)
+    n_train = check_int("n_train", n_train, 1)
+    n_test = check_int("n_test", n_test, 1)
+    seed = check_int("seed", seed, 0)
     cfg = _config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
         outline,
