@@ -178,14 +178,13 @@ class ThreeLevelsAnalysis(Analysis):
         s = cps[early]["w"]["spearman"]
         partial = cps[early]["w"]["partial_spearman"]
         last = cps[epochs[-1]]["w"]["spearman"]
-        return {
-            "claim": claim,
-            "measure": f"Spearman(w, ρ¹_g) of {kd} at epoch {early}: {fmt_summary(s, sign=True)} "
+        return _claim(
+            claim,
+            f"Spearman(w, ρ¹_g) of {kd} at epoch {early}: {fmt_summary(s, sign=True)} "
             f"(at the last epoch {epochs[-1]}: {fmt_summary(last, sign=True)}; at equal student "
             f"confidence, partial Spearman given p_g: {fmt_summary(partial, sign=True)})",
-            "value": s,
-            "verdict": interval_verdict(s["ci95"]),
-        }
+            s,
+        )
 
     def _temperature_claim(self, study: StudyResult) -> dict[str, Any]:
         claim = (
@@ -198,13 +197,12 @@ class ThreeLevelsAnalysis(Analysis):
         d = r_score_difference(
             teacher_logits(study, "train"), split_labels(study, "train"), sup, tau
         )
-        return {
-            "claim": claim,
-            "measure": f"hierarchy score of R^τ at τ = {tau:g} minus at τ = 1 (teacher, transfer "
+        return _claim(
+            claim,
+            f"hierarchy score of R^τ at τ = {tau:g} minus at τ = 1 (teacher, transfer "
             f"inputs): {fmt_summary(d, sign=True)}",
-            "value": d,
-            "verdict": interval_verdict(d["ci95"]),
-        }
+            d,
+        )
 
     def _ordering_claim(
         self, pt_sim: dict[str, Any] | None, sim_ls: dict[str, Any] | None
@@ -220,13 +218,13 @@ class ThreeLevelsAnalysis(Analysis):
             if NOT_REPRODUCED in verdicts
             else INCONCLUSIVE
         )
-        return {
-            "claim": claim,
-            "measure": f"KD-pt − KD-sim {fmt_summary(pt_sim, sign=True)}; KD-sim − LS "
+        return _claim(
+            claim,
+            f"KD-pt − KD-sim {fmt_summary(pt_sim, sign=True)}; KD-sim − LS "
             f"{fmt_summary(sim_ls, sign=True)} (paired test accuracy)",
-            "value": {"KD-pt − KD-sim": pt_sim, "KD-sim − LS": sim_ls},
-            "verdict": verdict,
-        }
+            {"KD-pt − KD-sim": pt_sim, "KD-sim − LS": sim_ls},
+            verdict,
+        )
 
     def _geometry_claim(self, study: StudyResult, kd: str | None, ls: str | None) -> dict[str, Any]:
         claim = (
@@ -243,13 +241,11 @@ class ThreeLevelsAnalysis(Analysis):
         a = geo["groups"][kd]["hierarchy_score"]["per_seed"]
         b = geo["groups"][ls]["hierarchy_score"]["per_seed"]
         d = summarise({int(s): np.array([a[s] - b[s]]) for s in a if s in b})
-        return {
-            "claim": claim,
-            "measure": f"logit-layer hierarchy score {kd} − {ls}, paired by seed: "
-            f"{fmt_summary(d, sign=True)}",
-            "value": d,
-            "verdict": interval_verdict(d["ci95"]),
-        }
+        return _claim(
+            claim,
+            f"logit-layer hierarchy score {kd} − {ls}, paired by seed: {fmt_summary(d, sign=True)}",
+            d,
+        )
 
     def _failure_claim(self, study: StudyResult) -> dict[str, Any]:
         claim = (
@@ -264,17 +260,13 @@ class ThreeLevelsAnalysis(Analysis):
         ce_sat = t["teacher"]["levels"]["instance"]["frac_above_0.99"]
         ot_sat = t["over_trained"]["levels"]["instance"]["frac_above_0.99"]
         ok = bool(ls_flag) and ot_sat > ce_sat
-        return {
-            "claim": claim,
-            "measure": f"D1 on the label-smoothed teacher: {'flagged' if ls_flag else 'not flagged'}; "
+        return _claim(
+            claim,
+            f"D1 on the label-smoothed teacher: {'flagged' if ls_flag else 'not flagged'}; "
             f"share of ρ¹_g > 0.99: over-trained {ot_sat:.3f} vs study teacher {ce_sat:.3f}",
-            "value": {
-                "ls_d1": ls_flag,
-                "over_trained_saturated": ot_sat,
-                "teacher_saturated": ce_sat,
-            },
-            "verdict": REPRODUCED if ok else NOT_REPRODUCED,
-        }
+            {"ls_d1": ls_flag, "over_trained_saturated": ot_sat, "teacher_saturated": ce_sat},
+            REPRODUCED if ok else NOT_REPRODUCED,
+        )
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         acc_rows = [
@@ -320,24 +312,23 @@ def _distillation_tau(study: StudyResult) -> float:
     return distillation_settings(study)[0]
 
 
+def _claim(claim: str, measure: str, value: Any, verdict: str | None = None) -> dict[str, Any]:
+    """A claim's row; the verdict defaults to the interval rule on ``value["ci95"]``."""
+    if verdict is None:
+        verdict = interval_verdict(value["ci95"])
+    return {"claim": claim, "measure": measure, "value": value, "verdict": verdict}
+
+
 def _simple_claim(claim: str, measure: str, d: dict[str, Any] | None) -> dict[str, Any]:
     if d is None:
         return _not_measured(claim)
-    return {
-        "claim": claim,
-        "measure": f"{measure}: {fmt_summary(d, 4, sign=True)}",
-        "value": d,
-        "verdict": interval_verdict(d["ci95"]),
-    }
+    return _claim(claim, f"{measure}: {fmt_summary(d, 4, sign=True)}", d)
 
 
 def _not_measured(claim: str) -> dict[str, Any]:
-    return {
-        "claim": claim,
-        "measure": "the models or analyses it needs are not in this study",
-        "value": None,
-        "verdict": NOT_MEASURED,
-    }
+    return _claim(
+        claim, "the models or analyses it needs are not in this study", None, NOT_MEASURED
+    )
 
 
 def _css(verdict: str) -> str:
