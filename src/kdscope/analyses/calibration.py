@@ -20,7 +20,13 @@ from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import split_labels
 from kdscope.report import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
-from kdscope.teacher_knowledge.calibration import brier_per_example, ece_batched, reliability
+from kdscope.teacher_knowledge.calibration import (
+    brier_per_example,
+    ece_batched,
+    entropy_rows,
+    nll_per_example,
+    reliability,
+)
 from kdscope.teacher_knowledge.rescaling import softmax
 
 if TYPE_CHECKING:
@@ -50,9 +56,9 @@ class CalibrationAnalysis(Analysis):
                 p = softmax(study.logits(g.name, seed).double().numpy())
                 correct = (p.argmax(1) == labels).astype(np.float64)
                 conf = p.max(1)
-                per["nll"][seed] = -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, None))
+                per["nll"][seed] = nll_per_example(p, labels)
                 per["brier"][seed] = brier_per_example(p, labels)
-                per["entropy"][seed] = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+                per["entropy"][seed] = entropy_rows(p)
                 conf_correct[seed] = np.stack([conf, correct], axis=1)
             groups[g.name] = {
                 "role": g.role,

@@ -98,13 +98,17 @@ def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> fl
     return float(ece_batched(c.reshape(-1), k.reshape(-1), n_bins))
 
 
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Negative log-likelihood −(1/n) Σ_x log p_g(x); p_g is floored at the smallest positive
-    float64 so a zero probability gives a large finite value (≈ 708) instead of inf."""
+def nll_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example −log p_g, shape (n,); p_g is floored at the smallest positive float64 so a
+    zero probability gives a large finite value (≈ 708) instead of inf."""
     p, y = _probs_labels(probs, labels)
-    if y.size == 0:
-        return float("nan")
-    return float(-np.log(np.maximum(_gt(p, y), np.finfo(np.float64).tiny)).mean())
+    return -np.log(np.maximum(_gt(p, y), np.finfo(np.float64).tiny))
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Negative log-likelihood −(1/n) Σ_x log p_g(x) (nan for no examples)."""
+    per = nll_per_example(probs, labels)
+    return float(per.mean()) if per.size else float("nan")
 
 
 def brier_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -119,7 +123,7 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(per.mean()) if per.size else float("nan")
 
 
-def _entropy_rows(p: np.ndarray) -> np.ndarray:
+def entropy_rows(p: np.ndarray) -> np.ndarray:
     """−Σ_i p_i log p_i per row, natural log, 0 log 0 = 0."""
     pos = p > 0
     return -np.where(pos, p * np.log(np.where(pos, p, 1.0)), 0.0).sum(axis=-1)
@@ -132,7 +136,7 @@ def mean_entropy(probs: np.ndarray) -> float:
         raise ValueError(f"probs must have shape (n, K), got shape {p.shape}")
     if p.shape[0] == 0:
         return float("nan")
-    return float(_entropy_rows(p).mean())
+    return float(entropy_rows(p).mean())
 
 
 def calibration_summary(
