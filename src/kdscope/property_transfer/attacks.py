@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.robust import PGD
 from torch import Tensor, nn
 
 __all__ = [
@@ -108,6 +107,8 @@ def ifgsm(
     if eps == 0 or steps == 0 or a == 0 or x.shape[0] == 0:
         return x.clone()
     y = _targets(target, x.shape[0], x.device)
+
+    from captum.robust import PGD  # captum takes ~0.6 s to import: only when attacking
 
     pgd = PGD(model, loss_func=_ce_per_input, lower_bound=0.0, upper_bound=1.0)
     pgd.fgsm.zero_thresh = 0.0  # sign(g) exactly, no dead zone around g = 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
 from kdscope.models.hooks import get_module
@@ -35,6 +34,8 @@ def gradcam_maps(
     model's mode is restored and no gradient is left in its parameters."""
     was = model.training
     model.eval()
+    from captum.attr import LayerGradCam  # captum takes ~0.6 s to import: only when used
+
     cam = LayerGradCam(model, get_module(model, layer))
     maps = []
     try:
