@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired
+from kdscope.report import table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -47,26 +48,32 @@ class AccuracyAnalysis(Analysis):
         }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
-        rows = []
-        for name, s in result["groups"].items():
-            seeds = ", ".join(f"{v:.3f}" for v in s["per_seed"].values())
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{s['mean']:.4f}</td><td>{s['std']:.4f}</td>"
-                f"<td>[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]</td><td>{seeds}</td></tr>"
-            )
-        cmp_rows = []
-        for name, c in result["student_minus_baseline"].items():
-            cmp_rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{html.escape(c['baseline'])}</td>"
-                f"<td>{c['mean']:+.4f}</td><td>[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]</td>"
-                f"<td class='{c['verdict']}'>{c['verdict']}</td></tr>"
-            )
+        rows = [
+            [
+                html.escape(name),
+                f"{s['mean']:.4f}",
+                f"{s['std']:.4f}",
+                f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]",
+                ", ".join(f"{v:.3f}" for v in s["per_seed"].values()),
+            ]
+            for name, s in result["groups"].items()
+        ]
+        cmp_rows = [
+            [
+                html.escape(name),
+                html.escape(c["baseline"]),
+                f"{c['mean']:+.4f}",
+                f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]",
+                f"<span class='{c['verdict']}'>{c['verdict']}</span>",
+            ]
+            for name, c in result["student_minus_baseline"].items()
+        ]
         return (
             f"<p>Test accuracy on {result['n_test']} inputs; intervals are 95 % hierarchical "
             "bootstrap intervals (seeds, then inputs; 2,000 resamples).</p>"
-            "<table><tr><th>model</th><th>mean</th><th>std over seeds</th><th>95 % interval</th>"
-            "<th>per seed</th></tr>" + "".join(rows) + "</table>"
-            "<h3>Distilled − baseline (paired by seed and input)</h3>"
-            "<table><tr><th>student</th><th>baseline</th><th>mean difference</th>"
-            "<th>95 % interval</th><th>verdict</th></tr>" + "".join(cmp_rows) + "</table>"
+            + table(["model", "mean", "std over seeds", "95 % interval", "per seed"], rows)
+            + "<h3>Distilled − baseline (paired by seed and input)</h3>"
+            + table(
+                ["student", "baseline", "mean difference", "95 % interval", "verdict"], cmp_rows
+            )
         )
