@@ -171,3 +171,20 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
     assert (tmp_path / "analyses" / "adversarial" / "foreign_vgg_small" / "result.json").exists()
     html = (tmp_path / "report.html").read_text()
     assert "Grad-CAM" in html and "CKA" in html and "FGSM" in html
+
+
+def test_transfer_verdict_rules() -> None:
+    from kdscope.analyses.adversarial import verdict as adversarial_verdict
+    from kdscope.analyses.localisation import verdict as localisation_verdict
+
+    def s(mean: float, lo: float, hi: float) -> dict:
+        return {"mean": mean, "ci95": [lo, hi]}
+
+    assert localisation_verdict(s(60, 55, 65), s(50, 45, 55)) == "transfers"
+    assert localisation_verdict(s(60, 55, 65), s(58, 52, 64)) == "confounded"
+    assert localisation_verdict(s(52, 48, 56), s(50, 45, 55)) == "no transfer"
+    assert localisation_verdict(s(60, 55, 65), None) == "no control"
+    assert adversarial_verdict(s(0.1, 0.05, 0.15), s(0.0, -0.02, 0.02)) == "transfers"
+    assert adversarial_verdict(s(0.1, 0.05, 0.15), s(0.08, 0.03, 0.13)) == "confounded"
+    assert adversarial_verdict(s(0.01, -0.02, 0.04), s(0.0, -0.02, 0.02)) == "no transfer"
+    assert adversarial_verdict(s(0.1, 0.05, 0.15), None) == "no control"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,8 +207,6 @@ def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None
 def test_partial_rank_correlation_removes_a_shared_cause() -> None:
     """x and y both follow z: their Spearman correlation is high, the partial one given z ~ 0;
     a y that depends on x beyond z keeps a positive partial correlation."""
-    import numpy as np
-
     from kdscope.analyses.rescaling import rank_residual
     from kdscope.teacher_knowledge.rescaling import pearson, spearman
 
@@ -222,3 +221,39 @@ def test_partial_rank_correlation_removes_a_shared_cause() -> None:
     # residuals are orthogonal to the control's ranks
     r = rank_residual(x, z)
     assert abs(float(np.corrcoef(r, np.argsort(np.argsort(z)))[0, 1])) < 1e-9
+
+
+def test_equal_count_bins_split_ties_by_position() -> None:
+    from kdscope.analyses.difficulty import equal_count_bins
+
+    score = np.array([0.5, 0.1, 0.5, 0.9, 0.5, 0.3, 0.7, 0.5, 0.2, 0.8])
+    bins = equal_count_bins(score, 5)
+    assert np.bincount(bins).tolist() == [2, 2, 2, 2, 2]
+    # ascending: 0.1, 0.2 | 0.3, 0.5(i0) | 0.5(i2), 0.5(i4) | 0.5(i7), 0.7 | 0.8, 0.9
+    assert bins.tolist() == [1, 0, 2, 4, 2, 1, 3, 3, 0, 4]
+
+
+def test_claim_verdict_rules() -> None:
+    from kdscope.analyses.three_levels import ThreeLevelsAnalysis, interval_verdict
+
+    assert interval_verdict([0.01, 0.2]) == "reproduced"
+    assert interval_verdict([-0.2, -0.01]) == "not reproduced"
+    assert interval_verdict([-0.1, 0.1]) == "inconclusive"
+    order = ThreeLevelsAnalysis()._ordering_claim
+    up, flat, down = (
+        {"mean": m, "ci95": ci}
+        for m, ci in [(0.1, [0.05, 0.15]), (0.0, [-0.1, 0.1]), (-0.1, [-0.15, -0.05])]
+    )
+    assert order(up, up)["verdict"] == "reproduced"
+    assert order(up, flat)["verdict"] == "inconclusive"
+    assert order(flat, down)["verdict"] == "not reproduced"
+    assert order(None, up)["verdict"] == "not measured"
+
+
+def test_head_inputs_are_the_last_linear_layers_input() -> None:
+    from kdscope.analyses.class_geometry import head_inputs, logit_layer
+
+    model = build_model("vector_mlp", 4, in_features=6, hidden=[5])
+    x = torch.randn(7, 6)
+    torch.testing.assert_close(head_inputs(model, x, batch_size=3), model.features(x))
+    assert logit_layer(model) is model.head
