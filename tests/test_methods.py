@@ -23,6 +23,7 @@ from kdscope.methods.crd import (
 )
 from kdscope.methods.hint import build_regressor
 from kdscope.methods.kd import entropy, soft_cross_entropy, soft_target_loss, tempered_softmax
+from kdscope.methods.soft_label import soft_labels
 from kdscope.models import Outputs, build_model, forward_with_features
 
 # The golden example of the three-levels spec, §4.
@@ -658,3 +659,52 @@ def test_every_method_trains_the_student(name: str) -> None:
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in teacher.parameters())
+
+
+# ----------------------------------------------------------------------- soft-label control
+
+
+def test_soft_label_golden_mass_without_noise() -> None:
+    labels = torch.tensor([3, 0])
+    q = soft_labels(labels, torch.zeros(2, 10), 0.15)
+    assert torch.allclose(q.sum(-1), torch.ones(2))
+    gt = math.exp(1 / 0.15) / (math.exp(1 / 0.15) + 9)
+    assert gt == pytest.approx(0.988676, abs=1e-6)
+    assert num(q[0, 3]) == pytest.approx(gt, abs=1e-6) and num(q[1, 0]) == pytest.approx(gt, 1e-6)
+
+
+def test_soft_label_loss_by_hand_with_a_fixed_noise_table() -> None:
+    data = image_data(n=40, k=10)
+    method = build_method("soft_label", tau=2.0, gamma=0.3, alpha=0.7, noise_seed=5)
+    bound(method, nn.Linear(1, 10), None, data)
+    table = method.noise.clone()
+    assert table.shape == (40, 10)
+    assert table.var().item() == pytest.approx(0.2, rel=0.15)  # variance 0.2 per component
+    again = bound(build_method("soft_label", noise_seed=5), nn.Linear(1, 10), None, data)
+    assert torch.equal(again.noise, table)  # one fixed table per seed
+
+    batch = data.batch(torch.tensor([7, 2, 31]))
+    z = torch.randn(3, 10, dtype=torch.float64)
+    terms = method(Outputs(z, {}), None, batch)
+    noise = table[[7, 2, 31]].double().numpy()
+    q = np_softmax((np.eye(10)[batch.label.numpy()] + noise) / 0.15)
+    p_tau = np_softmax(z.numpy(), 2.0)
+    kl = (q * (np.log(q) - np.log(p_tau))).sum(-1).mean()
+    ce = -np.log(np_softmax(z.numpy())[np.arange(3), batch.label.numpy()]).mean()
+    assert num(terms["kd"]) == pytest.approx(0.7 * 4.0 * kl, rel=1e-6)
+    assert num(terms["ce"]) == pytest.approx(0.3 * ce, rel=1e-6)
+    # the same example keeps its target in any batch
+    assert torch.allclose(method.targets(data.batch(torch.tensor([2]))), method.targets(batch)[1:2])
+
+
+def test_soft_label_resample_follows_the_global_generator_and_needs_bind() -> None:
+    data = image_data()
+    with pytest.raises(KdscopeError, match="bound"):
+        build_method("soft_label").targets(data.batch(torch.arange(4)))
+    method = bound(build_method("soft_label", resample=True), nn.Linear(1, 10), None, data)
+    batch = data.batch(torch.arange(4))
+    torch.manual_seed(1)
+    a = method.targets(batch)
+    torch.manual_seed(1)
+    assert torch.equal(method.targets(batch), a)  # a resumed epoch redraws the same noise
+    assert not torch.allclose(method.targets(batch), a)

@@ -46,6 +46,7 @@ from kdscope.methods import (  # noqa: E402,F401  (register the built-in methods
     kd_topk,
     label_smoothing,
     ls_matched,
+    soft_label,
 )
 
 __all__ = ["METHODS", "BindContext", "Method", "Phase", "build_method", "probe", "register_method"]
