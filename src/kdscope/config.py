@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -167,6 +167,27 @@ class StudentConfig(_WithParams):
         return self
 
 
+class Subset(BaseModel):
+    """Which training examples a role trains on, chosen by an integer tag of the dataset
+    (``domain``, ``group``, ...): ``keep`` the examples whose tag value is listed, or take the
+    first ``counts[v]`` examples of every tag value v (0 drops the value). Exactly one of the two.
+    E.g. ``{tag: domain, keep: [0]}`` (students see one domain) or
+    ``{tag: group, counts: [400, 400, 0, 400]}`` (a teacher that never sees group 2)."""
+
+    model_config = _STRICT
+    tag: str
+    keep: tuple[int, ...] | None = Field(None, min_length=1)
+    counts: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Subset:
+        if (self.keep is None) == (self.counts is None):
+            raise ValueError("give exactly one of 'keep' and 'counts'")
+        if self.counts is not None and sum(self.counts) < 2:
+            raise ValueError("'counts' must keep at least 2 examples")
+        return self
+
+
 class StudyConfig(BaseModel):
     """A whole study: data, teacher, the students' recipe, the distilled students, seeds,
     diagnosed layers, checkpoint epochs and analyses."""
@@ -188,6 +209,14 @@ class StudyConfig(BaseModel):
         ge=2,
         description="baselines and students train on the first N training examples (a transfer "
         "set smaller than the teacher's training data); None: the whole training set",
+    )
+    teacher_subset: Subset | None = Field(
+        None, description="the teacher trains only on these training examples (by tag)"
+    )
+    student_subset: Subset | None = Field(
+        None,
+        description="baselines and students train only on these training examples (by tag), "
+        "before transfer_size is applied",
     )
 
     @field_validator("seeds")

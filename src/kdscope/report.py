@@ -122,9 +122,9 @@ def render_report(
     parts = [
         f"<h1>kdscope study: {html.escape(cfg.name)}</h1>",
         f"<p class='note'>kdscope {__version__}, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        f"Dataset {html.escape(cfg.dataset.name)}: {len(study.data.train)} training and "
-        f"{len(study.data.test)} test inputs, {study.data.num_classes} classes; baselines and "
-        f"students train on {len(study.student_data.train)} of the training inputs.</p>",
+        f"Dataset {html.escape(cfg.dataset.name)}: {study.data.num_classes} classes, "
+        f"{len(study.data.test)} test inputs; the teacher trains on {len(study.data.train)} "
+        f"training inputs, baselines and students on {len(study.student_data.train)}.</p>",
         "<h2>Models</h2>",
         _models_table(summary),
         "<h2>Training curves</h2>",

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from kdscope import io
-from kdscope.config import ModelConfig, StudentConfig, StudyConfig, TrainConfig
-from kdscope.datasets import DataSplits
+from kdscope.config import ModelConfig, StudentConfig, StudyConfig, Subset, TrainConfig
+from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
@@ -81,8 +81,9 @@ class Group:
 class StudyResult:
     """A study's configuration, data and trained models: what every analysis receives.
 
-    ``data`` is the whole dataset (the teacher's training data); ``student_data`` the split the
-    baselines and students trained on (fewer training examples when ``transfer_size`` is set).
+    ``data`` is the teacher's data (the whole dataset unless ``teacher_subset`` is set; always the
+    whole test split); ``student_data`` the split the baselines and students trained on (fewer
+    training examples with ``student_subset`` or ``transfer_size``).
     ``results`` holds the results of the analyses run so far, by name, for analyses that build
     on others (their ``requires``).
     """
@@ -185,16 +186,56 @@ def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
     io.write_text(existing, resolved)
 
 
-def transfer_data(cfg: StudyConfig, data: DataSplits) -> DataSplits:
-    """The data baselines and students train on: the first ``transfer_size`` training examples
-    (the generated datasets are already shuffled), or all of them; the same test split."""
-    if cfg.transfer_size is None:
-        return data
-    if cfg.transfer_size > len(data.train):
+def select_subset(data: TensorDataset, subset: Subset, role: str) -> TensorDataset:
+    """The examples of ``data`` that ``subset`` keeps, in dataset order: those whose tag value is
+    in ``keep``, or the first ``counts[v]`` of every tag value v."""
+    if subset.tag not in data.tags:
+        known = ", ".join(sorted(data.tags)) or "none"
         raise KdscopeError(
-            f"transfer_size {cfg.transfer_size} exceeds the {len(data.train)} training examples"
+            f"{role}_subset: the dataset has no tag {subset.tag!r} (its tags: {known})"
         )
-    return DataSplits(data.train.subset(torch.arange(cfg.transfer_size)), data.test)
+    values = data.tags[subset.tag].long()
+    if subset.keep is not None:
+        index = torch.isin(values, torch.tensor(subset.keep)).nonzero().flatten()
+    else:
+        parts = []
+        for v, count in enumerate(subset.counts or ()):
+            rows = (values == v).nonzero().flatten()
+            if count > len(rows):
+                raise KdscopeError(
+                    f"{role}_subset: {count} examples asked of {subset.tag} {v}, the training "
+                    f"data has {len(rows)}"
+                )
+            parts.append(rows[:count])
+        index = torch.cat(parts).sort().values
+    if len(index) < 2:
+        raise KdscopeError(f"{role}_subset keeps {len(index)} training examples; it needs 2")
+    return data.subset(index)
+
+
+def teacher_data(cfg: StudyConfig, data: DataSplits) -> DataSplits:
+    """The teacher's data: the training examples ``teacher_subset`` keeps (all by default) and
+    the whole test split."""
+    if cfg.teacher_subset is None:
+        return data
+    return DataSplits(select_subset(data.train, cfg.teacher_subset, "teacher"), data.test)
+
+
+def transfer_data(cfg: StudyConfig, data: DataSplits) -> DataSplits:
+    """The data baselines and students train on: the training examples ``student_subset`` keeps,
+    then the first ``transfer_size`` of them (the generated datasets are already shuffled), or
+    all of them; the same test split."""
+    train = data.train
+    if cfg.student_subset is not None:
+        train = select_subset(train, cfg.student_subset, "student")
+    if cfg.transfer_size is not None:
+        if cfg.transfer_size > len(train):
+            raise KdscopeError(
+                f"transfer_size {cfg.transfer_size} exceeds the {len(train)} training examples "
+                "the students may use"
+            )
+        train = train.subset(torch.arange(cfg.transfer_size))
+    return DataSplits(train, data.test)
 
 
 def iter_runs(cfg: StudyConfig, groups: dict[str, Group]) -> Iterator[tuple[Group, int]]:
@@ -248,10 +289,10 @@ def run_study(
     from kdscope.report import write_summary_and_report
 
     out_dir = Path(out_dir)
-    data = build_dataset(cfg.dataset.name, **cfg.dataset.params)
+    full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
     groups = plan_groups(cfg)
-    _validate_models(cfg, data, groups)  # fail before anything is written
-    student_data = transfer_data(cfg, data)
+    _validate_models(cfg, full, groups)  # fail before anything is written
+    data, student_data = teacher_data(cfg, full), transfer_data(cfg, full)
     _prepare_out_dir(cfg, out_dir)
     result = StudyResult(cfg, out_dir, data, groups, student_data)
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
