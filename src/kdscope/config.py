@@ -111,7 +111,7 @@ class AnalysisConfig(_Named):
         return self
 
 
-Augment = Literal["flip", "shift"]
+Augment = Literal["flip", "shift", "colour", "crop"]
 
 
 class TrainConfig(BaseModel):
