@@ -271,3 +271,255 @@ def test_generation_time_10k():
     elapsed = time.perf_counter() - start
     assert len(d.train) == 10_000
     print(f"\nshapes: 10,000 32x32 images generated in {elapsed:.2f} s")
+
+
+# ------------------------------------------------------------ mixed backgrounds, groups, textures
+
+
+def _fill(foreground: torch.Tensor) -> torch.Tensor:
+    """The object's pixels less its outline."""
+    return foreground & ~torch.from_numpy(S._inner_border(foreground.numpy()))
+
+
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """HSV hue in [0, 1) of (..., 3) RGB with some saturation (the inverse of S._hsv_to_rgb)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    r, g, b = np.moveaxis(rgb, -1, 0)
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    chroma = np.maximum(hi - lo, 1e-12)
+    h = np.where(
+        hi == r, (g - b) / chroma, np.where(hi == g, 2 + (b - r) / chroma, 4 + (r - g) / chroma)
+    )
+    return np.mod(h / 6.0, 1.0)
+
+
+def _hue_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(np.mod(a - b + 0.5, 1.0) - 0.5)
+
+
+def test_default_outputs_unchanged():
+    # Checksums of the outputs of the code before mixed backgrounds, groups and textures were
+    # added: the new options' defaults leave every original output bit for bit as it was.
+    d = shapes(n_train=200, n_test=50, seed=1)
+    expected = ((91665, 31923, 302593.2101630261), (5122, 8679, 79813.21036228773))
+    for ds, (label_sum, fg_sum, input_sum) in zip((d.train, d.test), expected, strict=True):
+        assert int((ds.labels * torch.arange(len(ds.labels))).sum()) == label_sum
+        assert int(ds.foreground.sum()) == fg_sum
+        assert float(ds.inputs.double().sum()) == pytest.approx(input_sum, rel=1e-7)
+        assert set(ds.tags) == {"domain"}
+    explicit = shapes(n_train=200, n_test=50, seed=1, groups=0, object_texture="none")
+    _assert_same(d.train, explicit.train)
+    _assert_same(d.test, explicit.test)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"background": "mixed"},
+        {"groups": 5},
+        {"object_texture": "conflict"},
+        {"background": "mixed", "groups": 3, "object_texture": "random", "distractors": 9},
+    ],
+)
+def test_new_options_keep_labels_and_masks(kwargs):
+    base = shapes(n_train=120, n_test=30, seed=4)
+    new = shapes(n_train=120, n_test=30, seed=4, **kwargs)
+    again = shapes(n_train=120, n_test=30, seed=4, **kwargs)
+    for a, b, c in ((base.train, new.train, again.train), (base.test, new.test, again.test)):
+        assert torch.equal(a.labels, b.labels)
+        assert torch.equal(a.foreground, b.foreground)
+        _assert_same(b, c)  # deterministic
+        for tag in b.tags.values():
+            assert tag.dtype == torch.int64 and tag.shape == (len(b),)
+
+
+def test_new_attributes_do_not_depend_on_distractors():
+    common = dict(n_train=300, n_test=1, seed=3, background="mixed", groups=4)
+    a = shapes(distractors=0, object_texture="random", **common).train
+    b = shapes(distractors=9, object_texture="random", **common).train
+    for k in ("domain", "group", "texture"):
+        assert torch.equal(a.tags[k], b.tags[k]), k
+
+
+def test_tags_present_only_when_on():
+    assert set(shapes(n_train=8, n_test=4, groups=3).train.tags) == {"domain", "group"}
+    assert set(shapes(n_train=8, n_test=4, object_texture="class").train.tags) == {
+        "domain",
+        "texture",
+    }
+    d = shapes(n_train=8, n_test=4, groups=2, object_texture="random", background="mixed")
+    assert set(d.train.tags) == {"domain", "group", "texture"}
+    assert set(d.train[0].tags) == {"domain", "group", "texture"}
+
+
+def test_mixed_domains_balanced_and_rendered_as_their_domain():
+    n = 900
+    d = shapes(n_train=n, n_test=1, seed=6, background="mixed", noise=0.0, distractors=0).train
+    domain = d.tags["domain"]
+    counts = torch.bincount(domain, minlength=3)
+    assert counts.shape == (3,) and bool((counts > 0.27 * n).all()), counts
+    x, bg = d.inputs, ~d.foreground
+    for i in range(n):
+        pixels = x[i][:, bg[i]]  # (3, background pixels)
+        uniform = bool((pixels == pixels[:, :1]).all())
+        if domain[i] == 0:
+            assert bool((pixels == S.PLAIN_GREY).all()), i
+        elif domain[i] == 1:
+            assert uniform and not bool((pixels == S.PLAIN_GREY).all()), i
+        else:
+            assert not uniform, i
+    # The same objects as on a single background.
+    single = shapes(n_train=n, n_test=1, seed=6, background="plain", noise=0.0).train
+    assert torch.equal(single.foreground, d.foreground)
+
+
+def test_mixed_background_cue_on_textured_images():
+    k, n = 10, 450
+    cfg = _config(background="mixed", background_cue=1.0, distractors=0, noise=0.0)
+    images, masks, labels, p = S._generate(n, np.random.SeedSequence(11), cfg)
+    textured = p["domain"] == 2
+    np.testing.assert_array_equal(p["grating_tied"], textured)
+    est = _grating_angle_estimate(images[textured], masks[textured])
+    class_angle = labels[textured] * math.pi / k
+    assert (_angle_error(est, class_angle) < math.radians(15)).mean() > 0.9
+
+
+@pytest.mark.parametrize("groups", [2, 4, 7])
+def test_groups_tag_range_and_balance(groups):
+    n = 1400
+    d = shapes(n_train=n, n_test=1, seed=0, groups=groups).train
+    group = d.tags["group"]
+    assert group.dtype == torch.int64
+    assert int(group.min()) == 0 and int(group.max()) == groups - 1
+    counts = torch.bincount(group, minlength=groups).double()
+    assert bool((counts > 0.75 * n / groups).all()) and bool((counts < 1.25 * n / groups).all())
+    # Independent of the class: every class appears in every group.
+    joint = torch.bincount(d.labels * groups + group, minlength=10 * groups)
+    assert bool((joint > 0).all())
+
+
+def test_group_sets_background_colour():
+    groups, n = 5, 500
+    d = shapes(n_train=n, n_test=1, seed=2, groups=groups, background="mixed", noise=0.0)
+    ds = d.train
+    group, domain = ds.tags["group"].numpy(), ds.tags["domain"].numpy()
+    # Plain and coloured backgrounds are uniform: one pixel outside the object gives the colour.
+    flat = ds.inputs.permute(0, 2, 3, 1).reshape(n, -1, 3).numpy()
+    first_bg = (~ds.foreground).reshape(n, -1).int().argmax(1).numpy()
+    colour = flat[np.arange(n), first_bg]
+    uniform = domain < 2
+    hue = _hue(colour[uniform])
+    assert (_hue_distance(hue, group[uniform] / groups) <= 0.25 / groups + 1e-3).all()
+    plain = domain == 0
+    expected = S._hsv_to_rgb(
+        group[plain] / groups, np.full(plain.sum(), 0.6), np.full(plain.sum(), 0.65)
+    )
+    np.testing.assert_allclose(colour[plain], expected, atol=1e-6)
+    # Textured: the mean background hue of each group sits near the group's hue.
+    textured = domain == 2
+    bg = ~ds.foreground.numpy()[:, None]
+    mean_bg = (ds.inputs.numpy() * bg).sum((2, 3)) / bg.sum((2, 3))
+    for g in range(groups):
+        sel = textured & (group == g)
+        assert _hue_distance(_hue(mean_bg[sel].mean(0)), g / groups) < 0.5 / groups
+
+
+def test_group_grating_and_object_hue_bands():
+    groups, n = 4, 2000
+    cfg = _config(groups=groups)
+    _, _, _, p = S._generate(n, np.random.SeedSequence(5), cfg)
+    g = p["group"]
+    even = g % 2 == 0
+    assert (p["grating_freq"][even] >= 1.5).all() and (p["grating_freq"][even] <= 2.5).all()
+    assert (p["grating_freq"][~even] >= 3.5).all() and (p["grating_freq"][~even] <= 5.0).all()
+    dist = _angle_error(p["grating_angle"], g * math.pi / groups)
+    assert (dist <= math.pi / (4 * groups) + 1e-9).all()
+    # Random object hues lie in the group's sector, turned by half a turn.
+    centre = np.mod((g + 0.5) / groups + 0.5, 1.0)
+    assert (_hue_distance(_hue(p["colour"]), centre) <= 0.5 / groups + 1e-3).all()
+
+
+def test_object_texture_tags():
+    n = 3000
+    common = dict(n_train=n, n_test=1, seed=1)
+    cls = shapes(object_texture="class", **common).train
+    assert torch.equal(cls.tags["texture"], cls.labels)
+    rnd = shapes(object_texture="random", **common).train
+    joint = torch.bincount(rnd.labels * 10 + rnd.tags["texture"], minlength=100).view(10, 10)
+    # Every class gets every texture at roughly its 1/10 share (expected 30 each).
+    assert int(joint.min()) >= 12 and int(joint.max()) <= 50, joint
+    con = shapes(object_texture="conflict", **common).train
+    assert not bool((con.tags["texture"] == con.labels).any())
+    joint = torch.bincount(con.labels * 10 + con.tags["texture"], minlength=100).view(10, 10)
+    off_diagonal = joint[~torch.eye(10, dtype=torch.bool)]
+    assert int(off_diagonal.min()) >= 12  # every other texture occurs for every class
+    few = shapes(n_train=200, n_test=1, num_classes=3, object_texture="conflict").train
+    assert int(few.tags["texture"].max()) <= 2
+    assert not bool((few.tags["texture"] == few.labels).any())
+
+
+def test_texture_changes_only_the_fill():
+    common = dict(n_train=200, n_test=1, seed=8, noise=0.0)
+    flat = shapes(object_texture="none", **common).train
+    tex = shapes(object_texture="class", **common).train
+    assert torch.equal(flat.foreground, tex.foreground)
+    fill = _fill(tex.foreground)
+    changed = (flat.inputs != tex.inputs).any(dim=1)
+    assert not bool((changed & ~fill).any())  # background and outline untouched
+    assert bool(changed.flatten(1).any(dim=1).all())  # every object is textured
+    # Inside the fill: the object's colour or its contrasting second colour, nothing else.
+    train_seq = np.random.SeedSequence(8).spawn(2)[0]  # the stream shapes() uses for train
+    _, _, _, p = S._generate(200, train_seq, _config(object_texture="class", noise=0.0))
+    first = torch.from_numpy(p["colour"])[:, :, None, None]
+    second = torch.from_numpy(p["texture_colour"])[:, :, None, None]
+    is_first = (tex.inputs == first).all(dim=1)
+    is_second = (tex.inputs == second).all(dim=1)
+    assert torch.equal((is_first | is_second) & fill, fill)
+    assert float((second - first).abs().max(dim=1).values.min()) > 0.2  # high contrast
+
+
+def test_texture_patterns_exact_and_distinct():
+    size, k = 24, len(S.TEXTURE_NAMES)  # 24 is a multiple of every period: exact fractions
+    base = S._texture_pattern({"texture": np.arange(k), "texture_shift": np.zeros((k, 2))}, size)
+    expected = {"dots": 0.25, "grid": 7 / 16}
+    for t, name in enumerate(S.TEXTURE_NAMES):
+        assert base[t].mean() == expected.get(name, 0.5), name
+    # Any two textures differ on at least a quarter of the pixels whatever their offsets.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shift = np.tile(rng.uniform(0, 12, size=2), (k, 1))
+        other = S._texture_pattern({"texture": np.arange(k), "texture_shift": shift}, size)
+        differ = (base[:, None] != other[None]).mean(axis=(2, 3))
+        assert differ[~np.eye(k, dtype=bool)].min() >= 0.25 - 1e-9
+    # Horizontal and vertical stripes really run that way.
+    assert (base[0] == base[0][:, :1]).all() and (base[2] == base[2][:1]).all()
+
+
+def test_textures_differ_visibly_on_the_same_glyph():
+    common = dict(n_train=300, n_test=1, seed=2, background="plain", noise=0.0)
+    a = shapes(object_texture="class", **common).train
+    b = shapes(object_texture="conflict", **common).train
+    fill = _fill(a.foreground)
+    diff = (a.inputs - b.inputs).abs().mean(dim=1)
+    per_image = (diff * fill).flatten(1).sum(1) / fill.flatten(1).sum(1)
+    assert float(per_image.mean()) > 0.15
+    assert float((per_image > 0.1).float().mean()) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [
+        ({"groups": 1}, "groups"),
+        ({"groups": 9}, "groups"),
+        ({"groups": -1}, "groups"),
+        ({"groups": 2.0}, "groups"),
+        ({"groups": True}, "groups"),
+        ({"object_texture": "stripes"}, "object_texture"),
+        ({"object_texture": None}, "object_texture"),
+        ({"background": "Mixed"}, "background"),
+        ({"background_cue": 0.5, "background": "coloured"}, "background_cue"),
+    ],
+)
+def test_bad_new_params_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        shapes(**{"n_train": 4, "n_test": 4, **kwargs})

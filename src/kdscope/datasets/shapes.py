@@ -13,7 +13,11 @@ Rendering is vectorised over the whole batch with numpy: each class is an implic
 test splits draw from separate ``numpy.random.Generator(PCG64)`` streams spawned from
 ``SeedSequence(seed)``. All per-image parameters are drawn in a fixed order before rendering, so
 with one seed the labels, object geometry and object colours do not depend on ``background``,
-``distractors`` or ``noise`` (the same objects can be rendered on different backgrounds).
+``distractors``, ``noise`` or ``object_texture`` (the same objects can be rendered on different
+backgrounds and with different fills). The per-image attributes added later (mixed-background
+domain, nuisance group, object texture and its offset) come from a second stream of each split,
+so they neither move the original draws (outputs of the original options are unchanged) nor
+depend on the number of distractor strokes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ import torch
 from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
 
-__all__ = ["BACKGROUNDS", "CLASS_NAMES", "NAMED_COLOURS", "shapes"]
+__all__ = [
+    "BACKGROUNDS",
+    "CLASS_NAMES",
+    "NAMED_COLOURS",
+    "OBJECT_TEXTURES",
+    "TEXTURE_NAMES",
+    "shapes",
+]
 
 CLASS_NAMES: list[str] = [
     "disk",
@@ -44,8 +55,13 @@ CLASS_NAMES: list[str] = [
     "diamond",
 ]
 
-# Background name -> domain index stored in the ``domain`` tag.
+# Background name -> domain index stored in the ``domain`` tag. ``background="mixed"`` draws one of
+# these per image.
 BACKGROUNDS: dict[str, int] = {"plain": 0, "coloured": 1, "textured": 2}
+MIXED = "mixed"
+
+# Values of ``object_texture``: how the texture class of each object's fill is chosen.
+OBJECT_TEXTURES: tuple[str, ...] = ("none", "class", "random", "conflict")
 
 NAMED_COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
@@ -81,6 +97,18 @@ RADIUS_MEAN, RADIUS_SPREAD = 0.30, 0.08  # object radius in [0.22, 0.38] * size 
 MAX_OFFSET = 0.20  # centre offset up to +-20% of the side at jitter=1 (less for big objects)
 NUM_BLOBS = 3
 CHUNK = 1024  # images rendered at a time (bounds memory; fixed, so results do not depend on it)
+EXTRA_STREAM_KEY = 0x7E57  # spawn-key suffix of each split's second stream (see _generate)
+
+# groups > 0: the style of group g of G (see the ``shapes`` docstring for the table).
+MAX_GROUPS = 8
+GROUP_HUE_JITTER = 0.25  # background hue within +-0.25 / G of g / G: disjoint hue ranges
+GROUP_FREQ_BANDS = ((1.5, 2.5), (3.5, 5.0))  # grating cycles per side: even g low, odd g high
+GROUP_PLAIN_SV = (0.6, 0.65)  # saturation, value of the plain background's group colour
+
+# object_texture: fill pattern periods in pixels at size <= 32 (scaled by size / 32 above it);
+# the pattern alternates between the object's colour and a contrasting version of it.
+TEXTURE_DARKEN = 0.25  # light fills (luminance > 0.5): second colour = 0.25 * colour
+TEXTURE_LIGHTEN = 0.75  # dark fills: second colour = colour + 0.75 * (1 - colour)
 
 
 # --------------------------------------------------------------------------- class inside-tests
@@ -170,6 +198,88 @@ _INSIDE: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = [
 ]
 
 
+# ------------------------------------------------------------------------------ fill textures
+# Each takes pattern coordinates in pixels at size 32, in image coordinates shifted by a random
+# per-image offset (x has shape (n, 1, s), y (n, s, 1)), and returns a bool array: True where the
+# fill takes the second (contrasting) colour. Every period is a whole number of pixels, so every
+# image shows the same pixel-exact pattern whatever its offset.
+
+
+def _stripes(u: np.ndarray, period: float) -> np.ndarray:
+    return np.mod(u, period) < 0.5 * period
+
+
+def _full(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(a, np.broadcast_shapes(x.shape, y.shape))
+
+
+def _tex_h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _full(_stripes(y, 4.0), x, y)
+
+
+def _tex_d45(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _stripes(x + y, 4.0)  # constant along x + y: runs like "/" (y is downwards)
+
+
+def _tex_v(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _full(_stripes(x, 4.0), x, y)
+
+
+def _tex_d135(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _stripes(x - y, 4.0)  # constant along x - y: runs like a backslash
+
+
+def _tex_coarse_h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _full(_stripes(y, 6.0), x, y)
+
+
+def _tex_coarse_v(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _full(_stripes(x, 6.0), x, y)
+
+
+def _tex_checker(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _stripes(x, 4.0) != _stripes(y, 4.0)
+
+
+def _tex_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _stripes(x, 4.0) & _stripes(y, 4.0)
+
+
+def _tex_fine_checker(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _stripes(x, 2.0) != _stripes(y, 2.0)
+
+
+def _tex_grid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (np.mod(x, 4.0) < 1.0) | (np.mod(y, 4.0) < 1.0)
+
+
+# Texture k is class k's texture under object_texture="class" (see the shapes docstring).
+TEXTURE_NAMES: list[str] = [
+    "stripes_h",
+    "stripes_d45",
+    "stripes_v",
+    "stripes_d135",
+    "coarse_stripes_h",
+    "coarse_stripes_v",
+    "checker",
+    "dots",
+    "fine_checker",
+    "grid",
+]
+_TEXTURES: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = [
+    _tex_h,
+    _tex_d45,
+    _tex_v,
+    _tex_d135,
+    _tex_coarse_h,
+    _tex_coarse_v,
+    _tex_checker,
+    _tex_dots,
+    _tex_fine_checker,
+    _tex_grid,
+]
+
+
 # --------------------------------------------------------------------------------- parameters
 
 
@@ -184,6 +294,8 @@ class _Config:
     distractors: int
     noise: float
     outline: bool
+    groups: int = 0
+    object_texture: str = "none"
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -192,19 +304,57 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v[:, None] - (v * s)[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
+def _group_hue(group: np.ndarray, u: np.ndarray, groups: int, width: float) -> np.ndarray:
+    """Hue in [0, 1) of group ``g``: g / G plus ``width`` / G times ``u`` - 1/2 (u in [0, 1))."""
+    return np.mod((group + width * (u - 0.5)) / groups, 1.0)
+
+
+def _draw_extra(
+    labels: np.ndarray, extra: np.random.Generator, cfg: _Config
+) -> dict[str, np.ndarray]:
+    """Per-image attributes from the split's second stream: ``domain``, ``group``, ``texture``
+    (-1 when ``object_texture="none"``) and the texture offset ``texture_shift`` (n, 2) in
+    pixels. One (n, 6) block of uniform doubles is drawn whatever the options, so each attribute
+    depends only on the seed and on the option that uses it."""
+    n, k = labels.shape[0], cfg.num_classes
+    u = extra.random((n, 6))
+    p: dict[str, np.ndarray] = {}
+    if cfg.background == MIXED:
+        p["domain"] = np.minimum((3 * u[:, 0]).astype(np.int64), 2)
+    else:
+        p["domain"] = np.full(n, BACKGROUNDS[cfg.background], dtype=np.int64)
+    p["group"] = np.minimum((cfg.groups * u[:, 1]).astype(np.int64), max(cfg.groups - 1, 0))
+    if cfg.object_texture == "class":
+        p["texture"] = labels.astype(np.int64)
+    elif cfg.object_texture == "random":
+        p["texture"] = np.minimum((k * u[:, 2]).astype(np.int64), k - 1)
+    elif cfg.object_texture == "conflict":
+        offset = 1 + np.minimum(((k - 1) * u[:, 3]).astype(np.int64), k - 2)
+        p["texture"] = (labels + offset) % k
+    else:
+        p["texture"] = np.full(n, -1, dtype=np.int64)
+    p["texture_shift"] = 12.0 * u[:, 4:6]  # a multiple of every period (4 and 6 pixels)
+    return p
+
+
 def _draw_params(
-    labels: np.ndarray, rng: np.random.Generator, cfg: _Config
+    labels: np.ndarray, rng: np.random.Generator, cfg: _Config, extra: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Per-image rendering parameters, drawn in a fixed order whatever the options.
 
     Returns centre ``cx``/``cy`` (pixels), ``radius`` (pixels), ``rotation`` (radians), ``colour``
-    (n, 3) fill, ``outline_colour`` (n,), ``bg_colour`` (n, 3), grating ``grating_angle`` (the
-    direction, in radians, along which the grating varies; x right, y down), ``grating_tied``
-    (bool), ``grating_freq`` (cycles per image side), ``grating_phase``, ``grating_amp`` (n, 3),
-    blob centres/sigmas/colours and stroke endpoints/colours.
+    (n, 3) fill, ``outline_colour`` (n,), ``texture_colour`` (n, 3) (the fill pattern's second
+    colour), ``bg_colour`` (n, 3) (the base colour of every background, plain included), grating
+    ``grating_angle`` (the direction, in radians, along which the grating varies; x right, y
+    down), ``grating_tied`` (bool; only ever true on textured backgrounds), ``grating_freq``
+    (cycles per image side), ``grating_phase``, ``grating_amp`` (n, 3), blob centres/sigmas/colours
+    and stroke endpoints/colours from ``rng``; ``domain``, ``group``, ``texture`` and
+    ``texture_shift`` from ``extra`` (:func:`_draw_extra`). Options change how draws map to
+    parameters, never which draws are made (except the number of strokes, drawn last).
     """
     n, size, k = labels.shape[0], cfg.size, cfg.num_classes
-    p: dict[str, np.ndarray] = {}
+    p = _draw_extra(labels, extra, cfg)
+    domain, group, groups = p["domain"], p["group"], cfg.groups
 
     # Object geometry: uniform in [-1, 1], scaled by jitter (jitter=0: centred, fixed, upright).
     u = rng.uniform(-1.0, 1.0, size=(n, 4))
@@ -215,10 +365,14 @@ def _draw_params(
     p["cy"] = 0.5 * size + bound * u[:, 1]
     p["rotation"] = MAX_ROTATION * cfg.jitter * u[:, 3]
 
-    # Object colour.
+    # Object colour (groups > 0: random hues come from the group's sector, opposite its
+    # background hue).
     hsv = rng.random((n, 3))
     if cfg.object_colour == "random":
-        colour = _hsv_to_rgb(hsv[:, 0], 0.75 + 0.25 * hsv[:, 1], 0.75 + 0.25 * hsv[:, 2])
+        hue = hsv[:, 0]
+        if groups:
+            hue = np.mod((group + hue) / groups + 0.5, 1.0)
+        colour = _hsv_to_rgb(hue, 0.75 + 0.25 * hsv[:, 1], 0.75 + 0.25 * hsv[:, 2])
     elif cfg.object_colour == "class":
         colour = CLASS_COLOURS[labels].astype(np.float64)
     else:
@@ -226,16 +380,43 @@ def _draw_params(
     p["colour"] = colour.astype(np.float32)
     luminance = p["colour"] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     p["outline_colour"] = np.where(luminance > 0.5, OUTLINE_DARK, OUTLINE_LIGHT).astype(np.float32)
+    light = (luminance > 0.5)[:, None]
+    p["texture_colour"] = np.where(
+        light, TEXTURE_DARKEN * p["colour"], p["colour"] + TEXTURE_LIGHTEN * (1 - p["colour"])
+    ).astype(np.float32)
 
-    # Background.
-    if cfg.background == "coloured":
+    # Background base colour (one draw of 3 uniforms per image in every case).
+    if cfg.background == MIXED or groups:
+        u_bg = rng.random((n, 3))
+        if groups:
+            hue = _group_hue(group, u_bg[:, 0], groups, 2 * GROUP_HUE_JITTER)
+            value = np.where(domain == 1, 0.45 + 0.40 * u_bg[:, 2], 0.50 + 0.25 * u_bg[:, 2])
+            p["bg_colour"] = _hsv_to_rgb(hue, 0.45 + 0.30 * u_bg[:, 1], value)
+        else:
+            p["bg_colour"] = np.where(
+                (domain == 1)[:, None], 0.15 + 0.70 * u_bg, 0.25 + 0.50 * u_bg
+            )
+    elif cfg.background == "coloured":
         p["bg_colour"] = rng.uniform(0.15, 0.85, size=(n, 3))
     else:
         p["bg_colour"] = rng.uniform(0.25, 0.75, size=(n, 3))
+    plain = domain == 0
+    if groups:
+        sv = np.full(n, GROUP_PLAIN_SV[0]), np.full(n, GROUP_PLAIN_SV[1])
+        plain_colour = _hsv_to_rgb(group / groups, *sv)
+    else:
+        plain_colour = np.full((n, 3), PLAIN_GREY)
+    p["bg_colour"] = np.where(plain[:, None], plain_colour, p["bg_colour"])
+
     random_angle = rng.uniform(0.0, math.pi, size=n)
-    p["grating_tied"] = rng.random(n) < cfg.background_cue
+    if groups:  # the group's orientation band: width pi / (2 G) about g * pi / G
+        random_angle = math.pi * _group_hue(group, random_angle / math.pi, groups, 0.5)
+    p["grating_tied"] = (rng.random(n) < cfg.background_cue) & (domain == 2)
     p["grating_angle"] = np.where(p["grating_tied"], labels * (math.pi / k), random_angle)
     p["grating_freq"] = rng.uniform(1.5, 4.0, size=n)
+    if groups:  # the group's frequency band (low for even groups, high for odd ones)
+        lo, hi = np.array(GROUP_FREQ_BANDS)[group % 2].T
+        p["grating_freq"] = lo + (hi - lo) * (p["grating_freq"] - 1.5) / 2.5
     p["grating_phase"] = rng.uniform(0.0, 2 * math.pi, size=n)
     p["grating_amp"] = rng.uniform(0.06, 0.16, size=(n, 3))
     p["blob_centre"] = rng.uniform(0.0, size, size=(n, NUM_BLOBS, 2))
@@ -285,16 +466,32 @@ def _inner_border(mask: np.ndarray) -> np.ndarray:
 
 
 def _background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
-    """(n, 3, size, size) float32 background in [0, 1]."""
+    """(n, 3, size, size) float32 background in [0, 1], each image in its own domain's style."""
+    domain = p["domain"]
+    present = np.unique(domain)
+    if present.size == 1:
+        return _BACKGROUND_RENDERERS[int(present[0])](p, cfg)
+    img = np.empty((domain.shape[0], 3, cfg.size, cfg.size), dtype=np.float32)
+    for d in present:
+        idx = np.flatnonzero(domain == d)
+        img[idx] = _BACKGROUND_RENDERERS[int(d)]({k: v[idx] for k, v in p.items()}, cfg)
+    return img
+
+
+def _uniform_background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
+    """Domains 0 (plain) and 1 (coloured): each image filled with its ``bg_colour``."""
+    size, n = cfg.size, p["cx"].shape[0]
+    img = np.empty((n, 3, size, size), dtype=np.float32)
+    img[...] = p["bg_colour"].astype(np.float32)[:, :, None, None]
+    return img
+
+
+def _textured_background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
+    """Domain 2: base colour + grating + colour blobs + distractor strokes."""
     size = cfg.size
     n = p["cx"].shape[0]
-    if cfg.background == "plain":
-        return np.full((n, 3, size, size), PLAIN_GREY, dtype=np.float32)
     f32 = np.float32
-    img = np.empty((n, 3, size, size), dtype=f32)
-    img[...] = p["bg_colour"].astype(f32)[:, :, None, None]
-    if cfg.background == "coloured":
-        return img
+    img = _uniform_background(p, cfg)
 
     grid = np.arange(size, dtype=f32) + 0.5
     gx, gy = grid[None, None, :], grid[None, :, None]
@@ -331,6 +528,28 @@ def _background(p: dict[str, np.ndarray], cfg: _Config) -> np.ndarray:
     return img
 
 
+_BACKGROUND_RENDERERS: list[Callable[[dict[str, np.ndarray], _Config], np.ndarray]] = [
+    _uniform_background,
+    _uniform_background,
+    _textured_background,
+]
+
+
+def _texture_pattern(p: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """(n, size, size) bool: where each image's fill texture takes its second colour."""
+    texture = p["texture"]
+    scale = np.float32(32.0 / max(size, 32))  # pattern pixels per image pixel (periods scale up)
+    grid = (np.arange(size, dtype=np.float32) + 0.5) * scale
+    shift = p["texture_shift"].astype(np.float32)
+    out = np.empty((texture.shape[0], size, size), dtype=bool)
+    for t in np.unique(texture):
+        idx = np.flatnonzero(texture == t)
+        x = grid[None, None, :] + shift[idx, 0, None, None]
+        y = grid[None, :, None] + shift[idx, 1, None, None]
+        out[idx] = _TEXTURES[t](x, y)
+    return out
+
+
 def _render(
     labels: np.ndarray, p: dict[str, np.ndarray], cfg: _Config, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -339,8 +558,11 @@ def _render(
     img = _background(p, cfg)
     outline = _inner_border(mask) if cfg.outline else np.zeros_like(mask)
     fill = mask & ~outline
+    second = _texture_pattern(p, cfg.size) & fill if cfg.object_texture != "none" else None
     for ch in range(3):
         np.copyto(img[:, ch], p["colour"][:, ch, None, None], where=fill)
+        if second is not None:
+            np.copyto(img[:, ch], p["texture_colour"][:, ch, None, None], where=second)
         np.copyto(img[:, ch], p["outline_colour"][:, None, None], where=outline)
     if cfg.noise > 0:
         img += np.float32(cfg.noise) * rng.standard_normal(img.shape, dtype=np.float32)
@@ -353,8 +575,14 @@ def _generate(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One split: images, masks, labels and the per-image parameters used to render them."""
     rng = np.random.Generator(np.random.PCG64(seed_seq))
+    # The second stream: an explicit child key (not seed_seq.spawn, whose result depends on how
+    # often it was called before), so one seed sequence always gives the same two streams.
+    extra_seq = np.random.SeedSequence(
+        seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, EXTRA_STREAM_KEY)
+    )
+    extra = np.random.Generator(np.random.PCG64(extra_seq))
     labels = rng.permutation(np.arange(n, dtype=np.int64) % cfg.num_classes)
-    params = _draw_params(labels, rng, cfg)
+    params = _draw_params(labels, rng, cfg, extra)
     images = np.empty((n, 3, cfg.size, cfg.size), dtype=np.float32)
     masks = np.empty((n, cfg.size, cfg.size), dtype=bool)
     for start in range(0, n, CHUNK):
@@ -373,12 +601,15 @@ def _config(
     distractors: Any,
     noise: Any,
     outline: Any,
+    groups: Any = 0,
+    object_texture: Any = "none",
 ) -> _Config:
     size = check_int("size", size, 8)
     num_classes = check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
-    if background not in BACKGROUNDS:
+    known_backgrounds = [*BACKGROUNDS, MIXED]
+    if background not in known_backgrounds:
         raise ValueError(
-            f"shapes: unknown background {background!r} (known: {', '.join(BACKGROUNDS)})"
+            f"shapes: unknown background {background!r} (known: {', '.join(known_backgrounds)})"
         )
     known_colours = ["random", "class", *NAMED_COLOURS]
     if object_colour not in known_colours:
@@ -387,17 +618,25 @@ def _config(
         )
     jitter = check_float("jitter", jitter, 0.0, 1.0)
     background_cue = check_float("background_cue", background_cue, 0.0, 1.0)
-    if background_cue > 0 and background != "textured":
+    if background_cue > 0 and background not in ("textured", MIXED):
         raise ValueError(
-            f"shapes: background_cue > 0 needs background='textured', got {background!r}"
+            f"shapes: background_cue > 0 needs background='textured' or 'mixed', got {background!r}"
         )
     distractors = check_int("distractors", distractors, 0)
     noise = check_float("noise", noise, 0.0)
     if not isinstance(outline, bool):
         raise ValueError(f"shapes: outline must be a bool, got {outline!r}")
+    groups = check_int("groups", groups, 0, MAX_GROUPS)
+    if groups == 1:
+        raise ValueError(f"shapes: groups must be 0 (off) or in [2, {MAX_GROUPS}], got 1")
+    if object_texture not in OBJECT_TEXTURES:
+        raise ValueError(
+            f"shapes: unknown object_texture {object_texture!r} "
+            f"(known: {', '.join(OBJECT_TEXTURES)})"
+        )
     return _Config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline,
+        outline, groups, object_texture,
     )  # fmt: skip
 
 
@@ -416,6 +655,8 @@ def shapes(
     distractors: int = 4,
     noise: float = 0.03,
     outline: bool = True,
+    groups: int = 0,
+    object_texture: str = "none",
 ) -> DataSplits:
     """Procedurally generated RGB images of 10 object classes with exact foreground masks.
 
@@ -429,9 +670,12 @@ def shapes(
             come from separate random streams spawned from it.
         num_classes: 2..10.
         background: ``"plain"`` (uniform mid grey, domain 0), ``"coloured"`` (a random uniform
-            colour per image, domain 1) or ``"textured"`` (random base colour + a random oriented
+            colour per image, domain 1), ``"textured"`` (random base colour + a random oriented
             sinusoidal grating + low-frequency colour blobs + ``distractors`` 1-pixel line
-            strokes of random colours, domain 2).
+            strokes of random colours, domain 2) or ``"mixed"`` (each image's domain drawn
+            uniformly and independently from 0, 1, 2 and rendered as that background; the
+            ``domain`` tag holds each image's own index). Labels, geometry and object colours are
+            the same as with any single background for the same seed.
         object_colour: ``"random"`` (a random saturated colour per image), ``"class"`` (a fixed
             colour per class, so colour alone predicts the class) or one of ``"red"``,
             ``"green"``, ``"blue"``, ``"white"``, ``"black"``, ``"yellow"``.
@@ -441,29 +685,83 @@ def shapes(
         background_cue: in [0, 1]; the probability that an image's grating orientation is tied
             to its class (class k varies along angle k * pi / num_classes) instead of random:
             spurious background evidence for the class. Only the ``"textured"`` background has a
-            grating, so a value > 0 with another background is an error.
-        distractors: number of random strokes on the ``"textured"`` background (never in the
-            mask; the object is painted over them).
+            grating, so a value > 0 needs ``"textured"`` or ``"mixed"`` (where it applies to the
+            textured images only).
+        distractors: number of random strokes on textured backgrounds (never in the mask; the
+            object is painted over them).
         noise: standard deviation of per-pixel Gaussian noise added at the end (then clipped).
         outline: draw a 1-pixel outline on the object's inner border (dark on light fills, light
             on dark fills) so the object stays visible on any background; it is part of the mask.
+        groups: 0 (off) or G in 2..8: a nuisance group g drawn uniformly and independently of
+            the class for each image (tag ``group``). Group g of G has a fixed style, unrelated
+            to the class:
+
+            =================  ======================================================
+            background hue     g / G +- 0.25 / G (disjoint ranges); coloured: saturation
+                               0.45-0.75, value 0.45-0.85; textured base: value
+                               0.50-0.75; plain: uniform HSV(g / G, 0.6, 0.65)
+                               instead of grey
+            grating direction  g * pi / G +- pi / (4 G) (textured images whose grating
+                               is not tied to the class by ``background_cue``)
+            grating frequency  1.5-2.5 cycles per side for even g, 3.5-5.0 for odd g
+            object hue         ``object_colour="random"`` only: in the sector
+                               [g / G, (g + 1) / G) turned by half a turn, opposite
+                               the group's background hue; class and named colours
+                               are unchanged
+            =================  ======================================================
+
+            With G = 7: background hues red, orange, yellow-green, spring green, azure, blue-
+            violet, magenta. Blobs, strokes and the object's geometry do not depend on the group.
+        object_texture: the object's fill (the outline stays as it is). ``"none"``: flat fill.
+            Otherwise the fill alternates between the object's colour and a contrasting second
+            colour (0.25 * colour for fills of luminance > 0.5, else colour + 0.75 * (1 -
+            colour)) in a pattern of one of K = ``num_classes`` texture classes (tag
+            ``texture``): ``"class"`` (texture k for class k: shape and texture both predict the
+            label), ``"random"`` (uniform, independent of the label: only the shape predicts),
+            ``"conflict"`` (label + U{1..K-1} mod K, never the label's texture: cue-conflict
+            inputs). Textures (periods in pixels at size <= 32, scaled by size / 32 above;
+            evaluated in image coordinates, not rotating with the object, with a random
+            per-image offset; the mask does not depend on this option):
+
+            ==  ================  =================================================
+            0   stripes_h         horizontal stripes, period 4 (2 on, 2 off)
+            1   stripes_d45       diagonal stripes running like "/", period 4 on each axis
+            2   stripes_v         vertical stripes, period 4
+            3   stripes_d135      diagonal stripes running like "\\", period 4 on each axis
+            4   coarse_stripes_h  horizontal stripes, period 6 (3 on, 3 off)
+            5   coarse_stripes_v  vertical stripes, period 6
+            6   checker           checkerboard of 2-pixel cells
+            7   dots              2x2-pixel dots on a 4-pixel grid
+            8   fine_checker      checkerboard of 1-pixel cells
+            9   grid              1-pixel lines every 4 pixels in both directions
+            ==  ================  =================================================
+
+            A horizontal flip swaps textures 1 and 3, and resizing blurs the 1-pixel patterns,
+            so don't use flip or resize augmentations on texture-cue data.
 
     Returns:
         :class:`DataSplits` of image datasets: inputs float32 (N, 3, size, size) in [0, 1],
-        labels int64, foreground bool (N, size, size) exactly the object's pixels, and tag
-        ``domain`` (the background's index: plain 0, coloured 1, textured 2).
+        labels int64, foreground bool (N, size, size) exactly the object's pixels, and int64
+        tags ``domain`` (each image's background index: plain 0, coloured 1, textured 2),
+        ``group`` (only when ``groups`` > 0) and ``texture`` (only when ``object_texture`` is
+        not ``"none"``).
     """
     n_train = check_int("n_train", n_train, 1)
     n_test = check_int("n_test", n_test, 1)
     seed = check_int("seed", seed, 0)
     cfg = _config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline,
+        outline, groups, object_texture,
     )  # fmt: skip
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     splits = []
     for n, seq in ((n_train, train_seq), (n_test, test_seq)):
-        images, masks, labels, _ = _generate(n, seq, cfg)
+        images, masks, labels, params = _generate(n, seq, cfg)
+        tags = {"domain": torch.from_numpy(params["domain"])}
+        if cfg.groups:
+            tags["group"] = torch.from_numpy(params["group"])
+        if cfg.object_texture != "none":
+            tags["texture"] = torch.from_numpy(params["texture"])
         splits.append(
             TensorDataset(
                 inputs=torch.from_numpy(images),
@@ -471,7 +769,7 @@ def shapes(
                 foreground=torch.from_numpy(masks),
                 num_classes=cfg.num_classes,
                 modality="image",
-                tags={"domain": torch.full((n,), BACKGROUNDS[cfg.background], dtype=torch.int64)},
+                tags=tags,
                 class_names=CLASS_NAMES[: cfg.num_classes],
             )
         )
