@@ -523,3 +523,22 @@ def test_textures_differ_visibly_on_the_same_glyph():
 def test_bad_new_params_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
         shapes(**{"n_train": 4, "n_test": 4, **kwargs})
+
+
+def test_stylized_images_draw_their_texture_at_random_and_carry_a_tag() -> None:
+    base = shapes(n_train=600, n_test=8, size=16, seed=3, object_texture="class")
+    mixed = shapes(n_train=600, n_test=8, size=16, seed=3, object_texture="class", stylized=0.5)
+    tr = mixed.train
+    flag = tr.tags["stylized"].bool()
+    assert 0.4 < flag.float().mean() < 0.6
+    # standard images keep the class texture and the very same pixels
+    assert torch.equal(tr.tags["texture"][~flag], tr.labels[~flag])
+    assert torch.equal(tr.inputs[~flag], base.train.inputs[~flag])
+    # stylized images: texture independent of the label (mostly another class's)
+    assert (tr.tags["texture"][flag] != tr.labels[flag]).float().mean() > 0.75
+    assert torch.equal(tr.foreground, base.train.foreground)
+    assert "stylized" not in base.train.tags
+    with pytest.raises(ValueError, match="stylized"):
+        shapes(n_train=4, n_test=4, object_texture="random", stylized=0.5)
+    with pytest.raises(ValueError, match="stylized"):
+        shapes(n_train=4, n_test=4, object_texture="class", stylized=1.5)

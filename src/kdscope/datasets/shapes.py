@@ -296,6 +296,7 @@ class _Config:
     outline: bool
     groups: int = 0
     object_texture: str = "none"
+    stylized: float = 0.0
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -324,10 +325,12 @@ def _draw_extra(
     else:
         p["domain"] = np.full(n, BACKGROUNDS[cfg.background], dtype=np.int64)
     p["group"] = np.minimum((cfg.groups * u[:, 1]).astype(np.int64), max(cfg.groups - 1, 0))
+    random_texture = np.minimum((k * u[:, 2]).astype(np.int64), k - 1)
+    p["stylized"] = extra.random(n) < cfg.stylized  # drawn after the block: moves nothing above
     if cfg.object_texture == "class":
-        p["texture"] = labels.astype(np.int64)
+        p["texture"] = np.where(p["stylized"], random_texture, labels.astype(np.int64))
     elif cfg.object_texture == "random":
-        p["texture"] = np.minimum((k * u[:, 2]).astype(np.int64), k - 1)
+        p["texture"] = random_texture
     elif cfg.object_texture == "conflict":
         offset = 1 + np.minimum(((k - 1) * u[:, 3]).astype(np.int64), k - 2)
         p["texture"] = (labels + offset) % k
@@ -603,6 +606,7 @@ def _config(
     outline: Any,
     groups: Any = 0,
     object_texture: Any = "none",
+    stylized: Any = 0.0,
 ) -> _Config:
     size = check_int("size", size, 8)
     num_classes = check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
@@ -634,9 +638,14 @@ def _config(
             f"shapes: unknown object_texture {object_texture!r} "
             f"(known: {', '.join(OBJECT_TEXTURES)})"
         )
+    stylized = check_float("stylized", stylized, 0.0, 1.0)
+    if stylized > 0 and object_texture != "class":
+        raise ValueError(
+            f"shapes: stylized > 0 needs object_texture='class', got {object_texture!r}"
+        )
     return _Config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline, groups, object_texture,
+        outline, groups, object_texture, stylized,
     )  # fmt: skip
 
 
@@ -657,6 +666,7 @@ def shapes(
     outline: bool = True,
     groups: int = 0,
     object_texture: str = "none",
+    stylized: float = 0.0,
 ) -> DataSplits:
     """Procedurally generated RGB images of 10 object classes with exact foreground masks.
 
@@ -738,20 +748,25 @@ def shapes(
 
             A horizontal flip swaps textures 1 and 3, and resizing blurs the 1-pixel patterns,
             so don't use flip or resize augmentations on texture-cue data.
+        stylized: in [0, 1], only with ``object_texture="class"``: the probability that an
+            image's texture is drawn at random instead of from its class (the "stylized" images
+            a shape-biased teacher trains on; tag ``stylized`` 1, else 0). With
+            ``teacher_subset``/``student_subset`` on that tag one dataset serves a teacher
+            trained on stylized images and students trained on standard ones.
 
     Returns:
         :class:`DataSplits` of image datasets: inputs float32 (N, 3, size, size) in [0, 1],
         labels int64, foreground bool (N, size, size) exactly the object's pixels, and int64
         tags ``domain`` (each image's background index: plain 0, coloured 1, textured 2),
-        ``group`` (only when ``groups`` > 0) and ``texture`` (only when ``object_texture`` is
-        not ``"none"``).
+        ``group`` (only when ``groups`` > 0), ``texture`` (only when ``object_texture`` is
+        not ``"none"``) and ``stylized`` (only when ``stylized`` > 0).
     """
     n_train = check_int("n_train", n_train, 1)
     n_test = check_int("n_test", n_test, 1)
     seed = check_int("seed", seed, 0)
     cfg = _config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline, groups, object_texture,
+        outline, groups, object_texture, stylized,
     )  # fmt: skip
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     splits = []
@@ -762,6 +777,8 @@ def shapes(
             tags["group"] = torch.from_numpy(params["group"])
         if cfg.object_texture != "none":
             tags["texture"] = torch.from_numpy(params["texture"])
+        if cfg.stylized > 0:
+            tags["stylized"] = torch.from_numpy(params["stylized"].astype(np.int64))
         splits.append(
             TensorDataset(
                 inputs=torch.from_numpy(images),
