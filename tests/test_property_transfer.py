@@ -174,8 +174,12 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
 
 
 def test_transfer_verdict_rules() -> None:
-    from kdscope.analyses.adversarial import verdict as adversarial_verdict
-    from kdscope.analyses.localisation import verdict as localisation_verdict
+    from kdscope.analyses.study_views import transfer_verdict
+
+    def localisation_verdict(wr: dict, control: dict | None) -> str:
+        return transfer_verdict(wr, control, null=50.0)
+
+    adversarial_verdict = transfer_verdict
 
     def s(mean: float, lo: float, hi: float) -> dict:
         return {"mean": mean, "ci95": [lo, hi]}

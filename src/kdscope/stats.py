@@ -76,9 +76,14 @@ def summarise(
     per_seed: dict[int, np.ndarray], n_boot: int = 2000, statistic: Statistic | None = None
 ) -> dict[str, Any]:
     """Per-seed values of ``statistic`` (default: the mean of the inputs), their mean and
-    population std, and the hierarchical 95 % interval."""
+    population std, and the hierarchical 95 % interval. Seeds without inputs are left out; with
+    none left every number is NaN."""
     stat = statistic or _mean_of_first
-    seeds = sorted(per_seed)
+    seeds = [s for s in sorted(per_seed) if len(per_seed[s])]  # a seed with no inputs says nothing
+    if not seeds:
+        nan = float("nan")
+        return {"per_seed": {str(s): nan for s in sorted(per_seed)}, "mean": nan, "std": nan,
+                "ci95": [nan, nan]}  # fmt: skip
     rows = [np.asarray(per_seed[s], dtype=np.float64) for s in seeds]
     values = [float(stat(r[None, None])[0, 0]) for r in rows]
     lo, hi = hierarchical_bootstrap(rows, n_boot=n_boot, statistic=statistic)

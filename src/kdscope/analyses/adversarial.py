@@ -9,12 +9,11 @@ fooling rate (its prediction on the attack differs from its clean prediction) an
 same-wrong-class rate (it predicts the teacher's adversarial class). Comparisons, paired input by
 input on the same attacks: distilled − independent (seed k against seed k), and the control
 independent − independent' (different seeds). With ``foreign`` a model of another architecture
-(CE only, the teacher's recipe) is trained as the source of a second set of attacks: a
-teacher-specific vulnerability shows a gap on the teacher's attacks and none on the foreign ones.
-Verdict: **transfers** when the teacher-source gap's interval lies above 0 and the foreign-source
-gap is smaller and its interval contains 0; **confounded** when the foreign gap is as large;
-**no transfer** when the teacher-source interval contains 0 or lies below it; **no control**
-without a foreign source.
+(a model name or ``{name, ...parameters}``; CE only, the teacher's recipe) is trained as the
+source of a second set of attacks: a teacher-specific vulnerability shows a gap on the
+teacher's attacks and none on the foreign ones. Verdict: the rule of
+:func:`kdscope.analyses.study_views.transfer_verdict` with the foreign-source gap as control
+(**confounded** when it lies above 0 with at least half the teacher-source effect).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.analyses.study_views import paired, seed_pairs, test_subset
+from kdscope.analyses.study_views import paired, seed_pairs, test_subset, transfer_verdict
 from kdscope.config import ModelConfig, StudentConfig
 from kdscope.property_transfer.attacks import calibrate_eps, ifgsm, predict_labels, transfer_rates
 from kdscope.report import figure_html, fmt_summary, plt, table
@@ -92,16 +91,6 @@ def summarise_source(
     return {"groups": groups, "gaps": gaps, "controls": controls}
 
 
-def verdict(teacher_gap: dict[str, Any], foreign_gap: dict[str, Any] | None) -> str:
-    if teacher_gap["ci95"][0] <= 0:
-        return "no transfer"
-    if foreign_gap is None:
-        return "no control"
-    if foreign_gap["ci95"][0] > 0 and foreign_gap["mean"] >= 0.5 * teacher_gap["mean"]:
-        return "confounded"
-    return "transfers"
-
-
 @register_analysis
 class AdversarialAnalysis(Analysis):
     name = "adversarial"
@@ -113,7 +102,7 @@ class AdversarialAnalysis(Analysis):
         calibration: int = 256,
         target_rate: float = 0.85,
         eps_factors: tuple[float, ...] = (0.5, 2.0),
-        foreign: str | None = "vgg_small",
+        foreign: str | dict[str, Any] | None = "vgg_small",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -130,7 +119,8 @@ class AdversarialAnalysis(Analysis):
     def run(self, study: StudyResult) -> dict[str, Any]:
         idx = test_subset(study, self.n_inputs + self.calibration, self.seed)
         perm = torch.randperm(len(idx), generator=torch.Generator().manual_seed(self.seed))
-        cal, ev = idx[perm[: self.calibration]], idx[perm[self.calibration :]]
+        n_cal = min(self.calibration, len(idx) // 2)  # a small test split is shared half/half
+        cal, ev = idx[perm[:n_cal]], idx[perm[n_cal:]]
         test = study.data.test
         teacher = study.teacher_model
         cal_result = calibrate_eps(teacher, test.inputs[cal], test.labels[cal], self.target_rate)
@@ -159,7 +149,7 @@ class AdversarialAnalysis(Analysis):
             }
         main = sources["teacher, ε×1"]
         verdicts = {
-            name: verdict(
+            name: transfer_verdict(
                 gap["fooled"],
                 sources["foreign, ε×1"]["gaps"][name]["fooled"] if foreign is not None else None,
             )
@@ -168,7 +158,9 @@ class AdversarialAnalysis(Analysis):
         return {
             "n_inputs": len(ev),
             "calibration": {k: v for k, v in cal_result.items() if k != "history"},
-            "foreign_model": self.foreign,
+            "foreign_model": (
+                None if self.foreign is None else ModelConfig.model_validate(self.foreign).label()
+            ),
             "sources": sources,
             "verdicts": verdicts,
         }
@@ -176,8 +168,10 @@ class AdversarialAnalysis(Analysis):
     def _foreign_model(self, study: StudyResult) -> nn.Module:
         from kdscope.study import train_variant
 
-        spec = StudentConfig(method="ce", name="foreign", model=ModelConfig(name=self.foreign))
-        root = study.out_dir / "analyses" / "adversarial" / f"foreign_{self.foreign}"
+        model = ModelConfig.model_validate(self.foreign)
+        spec = StudentConfig(method="ce", name="foreign", model=model)
+        suffix = "".join(f"_{k}{v}" for k, v in sorted(model.params.items()))
+        root = study.out_dir / "analyses" / "adversarial" / f"foreign_{model.name}{suffix}"
         return train_variant(
             study, spec, study.config.teacher.train, study.config.teacher_seed, root, None
         )

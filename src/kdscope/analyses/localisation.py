@@ -23,7 +23,7 @@ import torch
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.analyses.study_views import seed_pairs, test_subset
+from kdscope.analyses.study_views import seed_pairs, test_subset, transfer_verdict
 from kdscope.models.hooks import resolve_layer
 from kdscope.property_transfer.localisation import (
     foreground_energy,
@@ -55,14 +55,6 @@ def pairwise_win_rates(
     s = summarise(wins)
     s["pairs"] = [f"{i}-{j}" for i, j in pairs]
     return s, excluded
-
-
-def verdict(wr: dict[str, Any], control: dict[str, Any] | None) -> str:
-    if wr["ci95"][0] <= 50:
-        return "no transfer"
-    if control is None:
-        return "no control"
-    return "confounded" if control["ci95"][0] > 50 else "transfers"
 
 
 @register_analysis
@@ -128,9 +120,11 @@ class LocalisationAnalysis(Analysis):
                 "independent": ind,
                 "win_rate": wr,
                 "excluded_inputs": excluded,
-                "verdict": verdict(wr, controls[ind]["cam"]),
+                "verdict": transfer_verdict(wr, controls[ind]["cam"], null=50.0),
                 "foreground_win_rate": fg_wr,
-                "foreground_verdict": verdict(fg_wr, controls[ind]["foreground"]),
+                "foreground_verdict": transfer_verdict(
+                    fg_wr, controls[ind]["foreground"], null=50.0
+                ),
             }
         examples = idx[:4].tolist()
         return {

@@ -9,13 +9,16 @@ interval (seeds, then inputs).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from kdscope.methods import BindContext, Method, build_method
 from kdscope.methods.soft_target import SoftTargets
+from kdscope.stats import summarise
 
 if TYPE_CHECKING:
     from kdscope.study import Group, StudyResult
@@ -95,3 +98,58 @@ def test_subset(study: StudyResult, n: int, seed: int = 0) -> torch.Tensor:
         return torch.arange(total)
     gen = torch.Generator().manual_seed(seed)
     return torch.sort(torch.randperm(total, generator=gen)[:n]).values
+
+
+def trained_models(study: StudyResult) -> Iterator[tuple[Group, int, nn.Module]]:
+    """(group, seed, final model) of every baseline and student, in study order."""
+    for g in study.groups.values():
+        if g.role != "teacher":
+            for seed, run in sorted(g.runs.items()):
+                yield g, seed, run.load()
+
+
+def per_group(study: StudyResult, measure: Callable[[nn.Module], np.ndarray]) -> dict[str, PerSeed]:
+    """``measure(model)`` (an array over inputs) for every seed of every baseline and student."""
+    out: dict[str, PerSeed] = {}
+    for g, seed, model in trained_models(study):
+        out.setdefault(g.name, {})[seed] = measure(model)
+    return out
+
+
+def student_gaps(study: StudyResult, values: dict[str, PerSeed]) -> dict[str, dict[str, Any]]:
+    """Per student: the summary of (student − its independent baseline), seed k against seed k,
+    input by input."""
+    return {
+        g.name: summarise(paired(values[g.name], values[g.baseline]))
+        for g in study.by_role("student")
+        if g.name in values and g.baseline in values
+    }
+
+
+def control_students(study: StudyResult) -> list[str]:
+    """The soft-label, no-teacher control students of the study (method ``soft_label``)."""
+    return [g.name for g in study.by_role("student") if g.method == "soft_label"]
+
+
+def transfer_verdict(gap: dict[str, Any], control: dict[str, Any] | None, null: float = 0.0) -> str:
+    """The spec's rule (property transfer §1): **no transfer** when the gap's interval does not
+    lie above ``null`` (teacher-ward is up); **no control** without a control gap; **confounded**
+    when the control's interval also lies above ``null`` with at least half the gap's effect;
+    else **transfers**."""
+    if gap["ci95"][0] <= null:
+        return "no transfer"
+    if control is None:
+        return "no control"
+    if control["ci95"][0] > null and control["mean"] - null >= 0.5 * (gap["mean"] - null):
+        return "confounded"
+    return "transfers"
+
+
+def oriented(summary: dict[str, Any] | None, sign: float) -> dict[str, Any] | None:
+    """A summary with its per-seed values, mean and interval multiplied by ``sign``: turns a gap
+    whose teacher-ward direction is down into one where it is up, for :func:`transfer_verdict`."""
+    if summary is None:
+        return None
+    lo, hi = sorted(sign * v for v in summary["ci95"])
+    per_seed = {k: sign * v for k, v in summary["per_seed"].items()}
+    return {**summary, "per_seed": per_seed, "mean": sign * summary["mean"], "ci95": [lo, hi]}
