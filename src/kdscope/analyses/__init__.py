@@ -71,15 +71,22 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
 
 from kdscope.analyses import (  # noqa: E402,F401  (register the built-ins)
     accuracy,
+    accuracy_matched,
     adversarial,
     calibration,
     class_geometry,
+    decision_boundary,
     difficulty,
+    domains,
+    invariance,
     knowledge_points,
     localisation,
+    property_claims,
     representation_similarity,
     rescaling,
+    shape_bias,
     soft_labels,
+    subgroups,
     teacher_check,
     three_levels,
 )

@@ -1,0 +1,215 @@
+"""Unseen domains (property-transfer spec §3.6): does a student distilled from a teacher that saw
+several domains do better on the domains it never saw itself?
+
+The study's teacher trains on several domains (the dataset's ``domain`` tag) and the students on
+fewer (``student_subset``). Per test domain, per model and seed: accuracy, and consensus with the
+teacher (the fraction of inputs where both predict the same class, right or wrong). Per student:
+the gaps to its independent student, seed k against seed k, input by input, on each domain and
+pooled over the domains the students never saw. Consensus on out-of-distribution renderings of
+the test images (edge, sketch, silhouette; §3.6 b) is measured the same way. The control is the
+study's soft-label student (method ``soft_label``): generic soft targets, no teacher. Verdict on
+the pooled unseen-domain consensus gap: the rule of
+:func:`kdscope.analyses.study_views.transfer_verdict`.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from kdscope.analyses import register_analysis
+from kdscope.analyses.base import Analysis
+from kdscope.analyses.study_views import (
+    control_students,
+    correctness,
+    per_group,
+    student_gaps,
+    transfer_verdict,
+)
+from kdscope.property_transfer.attacks import predict_labels
+from kdscope.property_transfer.renderings import RENDERINGS, render
+from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.stats import summarise
+
+if TYPE_CHECKING:
+    from kdscope.analyses.study_views import PerSeed
+    from kdscope.study import StudyResult
+
+
+def domain_names(study: StudyResult) -> dict[int, str]:
+    """Domain index -> name (the ``shapes`` backgrounds, else ``domain k``)."""
+    values = sorted(set(study.data.test.tags["domain"].tolist()))
+    names: dict[int, str] = {}
+    if study.config.dataset.name == "shapes":
+        from kdscope.datasets.shapes import BACKGROUNDS
+
+        names = {v: k for k, v in BACKGROUNDS.items()}
+    return {int(v): names.get(int(v), f"domain {v}") for v in values}
+
+
+def restrict(values: dict[str, PerSeed], mask: np.ndarray) -> dict[str, PerSeed]:
+    """The per-input arrays of every group and seed, kept where ``mask`` is true."""
+    return {g: {s: a[mask] for s, a in per.items()} for g, per in values.items()}
+
+
+def compare(study: StudyResult, values: dict[str, PerSeed]) -> dict[str, Any]:
+    """Summaries per group and the students' gaps to their independent students."""
+    return {
+        "groups": {g: summarise(v) for g, v in values.items()},
+        "gaps": student_gaps(study, values),
+    }
+
+
+@register_analysis
+class DomainsAnalysis(Analysis):
+    name = "domains"
+    title = "Unseen domains: accuracy and consensus with the teacher"
+
+    def __init__(self, renderings: tuple[str, ...] = RENDERINGS) -> None:
+        super().__init__()
+        unknown = set(renderings) - set(RENDERINGS)
+        if unknown:
+            raise ValueError(f"renderings must be among {', '.join(RENDERINGS)}")
+        self.renderings = tuple(renderings)
+
+    def applies_to(self, study: StudyResult) -> str | None:
+        tags = study.data.test.tags
+        if "domain" not in tags or len(set(tags["domain"].tolist())) < 2:
+            return "the test data carry fewer than two domains (tag 'domain')"
+        return None
+
+    def run(self, study: StudyResult) -> dict[str, Any]:
+        test = study.data.test
+        domain = test.tags["domain"].numpy()
+        seen = sorted(set(study.student_data.train.tags["domain"].tolist()))
+        teacher_seen = sorted(set(study.data.train.tags["domain"].tolist()))
+        names = domain_names(study)
+        t_pred = study.logits("teacher", study.config.teacher_seed).argmax(1)
+        t_correct = (t_pred == test.labels).numpy()
+        acc = {
+            g.name: correctness(study, g.name) for g in study.groups.values() if g.role != "teacher"
+        }
+        consensus = {
+            g: {s: (study.logits(g, s).argmax(1) == t_pred).numpy().astype(np.float64) for s in per}
+            for g, per in acc.items()
+        }
+        domains = {}
+        for d, name in names.items():
+            mask = domain == d
+            domains[name] = {
+                "seen_by_students": d in seen,
+                "seen_by_teacher": d in teacher_seen,
+                "n_inputs": int(mask.sum()),
+                "teacher_accuracy": float(t_correct[mask].mean()),
+                "accuracy": compare(study, restrict(acc, mask)),
+                "consensus": compare(study, restrict(consensus, mask)),
+            }
+        unseen = ~np.isin(domain, seen)
+        pooled = None
+        if unseen.any():
+            pooled = {
+                "domains": [names[d] for d in names if d not in seen],
+                "accuracy": compare(study, restrict(acc, unseen)),
+                "consensus": compare(study, restrict(consensus, unseen)),
+            }
+        rendered = self._renderings(study)
+        return {
+            "student_domains": [names[d] for d in seen],
+            "teacher_domains": [names[d] for d in teacher_seen],
+            "domains": domains,
+            "unseen": pooled,
+            "renderings": rendered,
+            "verdicts": self._verdicts(study, pooled, rendered),
+        }
+
+    def _renderings(self, study: StudyResult) -> dict[str, Any]:
+        """Consensus with the teacher on each rendering of the test images."""
+        test, out = study.data.test, {}
+        for kind in self.renderings:
+            x = render(test.inputs, test.foreground, kind)
+            t_pred = predict_labels(study.teacher_model, x)
+
+            def agree(model: torch.nn.Module, x: torch.Tensor = x, t: torch.Tensor = t_pred):
+                return (predict_labels(model, x) == t).numpy().astype(np.float64)
+
+            out[kind] = compare(study, per_group(study, agree))
+        return out
+
+    @staticmethod
+    def _verdicts(
+        study: StudyResult, pooled: dict[str, Any] | None, rendered: dict[str, Any]
+    ) -> dict[str, Any]:
+        controls = control_students(study)
+        out: dict[str, Any] = {}
+        for where, res in [("unseen domains", pooled and pooled["consensus"])] + [
+            (f"{k} rendering", v) for k, v in rendered.items()
+        ]:
+            if not res:
+                continue
+            control = next((res["gaps"][c] for c in controls if c in res["gaps"]), None)
+            out[where] = {
+                n: {"gap": gap, "verdict": transfer_verdict(gap, control)}
+                for n, gap in res["gaps"].items()
+                if n not in controls
+            }
+        return out
+
+    def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
+        parts = [
+            f"<p>The teacher trained on domains {', '.join(result['teacher_domains'])}; the "
+            f"students on {', '.join(result['student_domains'])}. Accuracy and consensus with "
+            "the teacher (same predicted class, right or wrong) per test domain; gaps are "
+            "student − independent student, seed k against seed k, mean [95 % hierarchical-"
+            "bootstrap interval].</p>"
+        ]
+        domains = result["domains"]
+        names = list(next(iter(domains.values()))["accuracy"]["groups"])
+        for metric in ("accuracy", "consensus"):
+            rows = []
+            if metric == "accuracy":
+                rows.append(
+                    ["teacher"] + [f"{d['teacher_accuracy']:.3f}" for d in domains.values()]
+                )
+            rows += [
+                [html.escape(n)] + [fmt_summary(d[metric]["groups"][n]) for d in domains.values()]
+                for n in names
+            ]
+            heads = [
+                f"{k} ({'seen' if d['seen_by_students'] else 'unseen'})" for k, d in domains.items()
+            ]
+            parts += [f"<h3>{metric.capitalize()} per domain</h3>", table(["model", *heads], rows)]
+        v_rows = [
+            [
+                html.escape(where),
+                html.escape(n),
+                fmt_summary(v["gap"], sign=True),
+                f"<b>{v['verdict']}</b>",
+            ]
+            for where, per in result["verdicts"].items()
+            for n, v in per.items()
+        ]
+        parts += [
+            "<h3>Consensus gaps and verdicts</h3>",
+            table(["inputs", "student", "consensus gap vs independent", "verdict"], v_rows),
+            _figure(result, names),
+        ]
+        return "\n".join(parts)
+
+
+def _figure(result: dict[str, Any], names: list[str]) -> str:
+    domains = result["domains"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    xs = np.arange(len(domains))
+    width = 0.8 / max(len(names), 1)
+    for ax, metric in zip(axes, ("accuracy", "consensus"), strict=True):
+        for i, n in enumerate(names):
+            means = [d[metric]["groups"][n]["mean"] for d in domains.values()]
+            ax.bar(xs + (i - len(names) / 2 + 0.5) * width, means, width, label=n)
+        ax.set_xticks(xs, list(domains), fontsize=8)
+        ax.set(ylabel=metric, title=f"{metric} per test domain")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return figure_html(fig, "accuracy and consensus per domain")

@@ -1,0 +1,245 @@
+"""Invariance transfer (property-transfer spec §3.3–3.5): does a student become invariant to a
+transformation its teacher was trained with, although it never saw the transformation itself?
+
+For each transform (``colour`` jitter, random ``crop``s, ``shift``s) and strength, every model
+predicts on the same transformed pairs (:mod:`kdscope.property_transfer.invariance`); its
+agreement is the fraction of pairs with equal predictions. Per student: agreement − its
+independent student's, seed k against seed k, paired input by input. Controls: with
+``control_teacher`` a teacher T* is trained with the teacher's recipe minus the augmentations
+the students do not use, and each student whose method is in ``control_methods`` is distilled
+from T* the same way (S*, under ``DIR/analyses/invariance/``): a gain that S* keeps is generic
+regularisation, not the teacher's invariance. Students without an S* use the study's soft-label
+students (method ``soft_label``) as their control. Verdict per student at the headline strength
+of each transform: the rule of :func:`kdscope.analyses.study_views.transfer_verdict`.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import nn
+
+from kdscope.analyses import register_analysis
+from kdscope.analyses.base import Analysis
+from kdscope.analyses.study_views import (
+    control_students,
+    paired,
+    per_group,
+    student_gaps,
+    test_subset,
+    transfer_verdict,
+)
+from kdscope.config import StudentConfig
+from kdscope.property_transfer.invariance import HEADLINE, STRENGTHS, agreement, transformed_pair
+from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.stats import summarise
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from kdscope.study import Group, StudyResult
+
+STAR = "*"  # suffix of the models distilled from the control teacher T*
+
+
+@register_analysis
+class InvarianceAnalysis(Analysis):
+    name = "invariance"
+    title = "Invariance: do students inherit the teacher's augmentation invariances?"
+
+    def __init__(
+        self,
+        transforms: tuple[str, ...] = ("colour", "crop", "shift"),
+        n_inputs: int = 1000,
+        control_teacher: bool = True,
+        control_methods: tuple[str, ...] = ("kd",),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        unknown = set(transforms) - set(STRENGTHS)
+        if unknown or not transforms:
+            raise ValueError(
+                f"transforms must be among {', '.join(STRENGTHS)}; got {', '.join(transforms)}"
+            )
+        if n_inputs < 1:
+            raise ValueError("n_inputs must be >= 1")
+        self.transforms, self.n_inputs, self.seed = tuple(transforms), n_inputs, seed
+        self.control_teacher, self.control_methods = control_teacher, tuple(control_methods)
+
+    def applies_to(self, study: StudyResult) -> str | None:
+        data = study.data.test
+        if data.modality != "image" or data.inputs.dim() != 4 or data.inputs.shape[1] != 3:
+            return f"the transforms act on RGB images; the data are {data.modality}"
+        return None
+
+    def run(self, study: StudyResult) -> dict[str, Any]:
+        x = study.data.test.inputs[test_subset(study, self.n_inputs, self.seed)]
+        star = self._control_models(study) if self.control_teacher else {}
+        teacher_aug = list(study.config.teacher.train.augment)
+        student_aug = list(study.config.student.train.augment)
+        out: dict[str, Any] = {
+            "n_inputs": len(x),
+            "teacher_augment": teacher_aug,
+            "student_augment": student_aug,
+            "control_teacher": bool(star),
+            "transforms": {},
+            "verdicts": {},
+        }
+        for transform in self.transforms:
+            sweep = {}
+            for strength in STRENGTHS[transform]:
+                x1, x2 = transformed_pair(x, transform, strength, self.seed)
+                sweep[str(strength)] = self._measure(study, star, x1, x2)
+            headline = sweep[str(HEADLINE[transform])]
+            out["transforms"][transform] = {
+                "headline": str(HEADLINE[transform]),
+                "teacher_trained_on_it": transform in teacher_aug,
+                "strengths": sweep,
+            }
+            out["verdicts"][transform] = self._verdicts(study, headline)
+        return out
+
+    def _measure(
+        self, study: StudyResult, star: dict[str, Any], x1: Tensor, x2: Tensor
+    ) -> dict[str, Any]:
+        """Agreement of every model on the pairs, the students' gaps and the S* gaps."""
+
+        def measure(model: nn.Module) -> np.ndarray:
+            return agreement(model, x1, x2)
+
+        values = per_group(study, measure)
+        res: dict[str, Any] = {
+            "teacher": float(measure(study.teacher_model).mean()),
+            "groups": {n: summarise(v) for n, v in values.items()},
+            "gaps": student_gaps(study, values),
+        }
+        if star:
+            res["teacher_star"] = float(measure(star["teacher"]).mean())
+            res["star_gaps"] = {}
+            for name, (baseline, models) in star["students"].items():
+                v = {s: measure(m) for s, m in models.items()}
+                res["groups"][name + STAR] = summarise(v)
+                res["star_gaps"][name] = summarise(paired(v, values[baseline]))
+        return res
+
+    def _verdicts(self, study: StudyResult, headline: dict[str, Any]) -> dict[str, Any]:
+        soft = [headline["gaps"][c] for c in control_students(study) if c in headline["gaps"]]
+        out = {}
+        for name, gap in headline["gaps"].items():
+            if name in control_students(study):
+                continue
+            star_gap = headline.get("star_gaps", {}).get(name)
+            control, kind = (star_gap, "T*") if star_gap else (soft[0] if soft else None, "soft")
+            out[name] = {
+                "gap": gap,
+                "control": kind if control is not None else None,
+                "control_gap": control,
+                "verdict": transfer_verdict(gap, control),
+            }
+        return out
+
+    def _control_models(self, study: StudyResult) -> dict[str, Any]:
+        """T* (the teacher's recipe without the students' missing augmentations) and the S*
+        students distilled from it, trained or resumed under ``DIR/analyses/invariance``."""
+        from kdscope.study import train_variant
+
+        cfg = study.config
+        kept = tuple(a for a in cfg.teacher.train.augment if a in cfg.student.train.augment)
+        recipe = cfg.teacher.train.model_copy(update={"augment": kept})
+        root = study.out_dir / "analyses" / "invariance"
+        spec = StudentConfig(method="ce", name="teacher" + STAR, model=cfg.teacher.model)
+        teacher = train_variant(study, spec, recipe, cfg.teacher_seed, root / "teacher_star", None)
+        students: dict[str, tuple[str, dict[int, nn.Module]]] = {}
+        for g in study.by_role("student"):
+            if g.method in self.control_methods:
+                students[g.name] = (g.baseline or "", self._star_student(study, g, teacher, root))
+        return {"teacher": teacher, "students": students}
+
+    @staticmethod
+    def _star_student(
+        study: StudyResult, g: Group, teacher: nn.Module, root: Any
+    ) -> dict[int, nn.Module]:
+        from kdscope.study import train_variant
+
+        spec = StudentConfig(method=g.method, name=g.name + STAR, **g.method_params)
+        return {
+            seed: train_variant(
+                study,
+                spec,
+                g.train,
+                seed,
+                root / f"{g.name}_star" / f"seed{seed}",
+                teacher,
+                g.model,
+            )
+            for seed in sorted(g.runs)
+        }
+
+    def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
+        parts = [
+            f"<p>Agreement of each model's predictions on {result['n_inputs']} test inputs and "
+            "their transformed versions (the same transformed inputs for every model). The "
+            f"teacher trained with augmentations {result['teacher_augment'] or 'none'}, the "
+            f"students with {result['student_augment'] or 'none'}. Gaps: student − independent "
+            "student, seed k against seed k, mean [95 % hierarchical-bootstrap interval]. "
+            + (
+                "Control T*: a teacher trained without the students' missing augmentations, "
+                "distilled the same way (S*)."
+                if result["control_teacher"]
+                else "No T* control was trained."
+            )
+            + "</p>"
+        ]
+        for transform, res in result["transforms"].items():
+            parts.append(f"<h3>{transform} (headline strength {res['headline']})</h3>")
+            if not res["teacher_trained_on_it"]:
+                parts.append(
+                    "<p class='note'>The teacher did not train with this transform: no transfer "
+                    "is expected beyond generic effects.</p>"
+                )
+            strengths = list(res["strengths"])
+            names = list(res["strengths"][strengths[0]]["groups"])
+            rows = [["teacher"] + [f"{res['strengths'][s]['teacher']:.3f}" for s in strengths]]
+            if "teacher_star" in res["strengths"][strengths[0]]:
+                rows.append(
+                    ["teacher" + STAR]
+                    + [f"{res['strengths'][s]['teacher_star']:.3f}" for s in strengths]
+                )
+            rows += [
+                [html.escape(n)]
+                + [fmt_summary(res["strengths"][s]["groups"][n]) for s in strengths]
+                for n in names
+            ]
+            parts.append(table(["model", *(f"agreement at {s}" for s in strengths)], rows))
+            v_rows = [
+                [
+                    html.escape(n),
+                    fmt_summary(v["gap"], sign=True),
+                    f"{v['control']}: {fmt_summary(v['control_gap'], sign=True)}"
+                    if v["control_gap"]
+                    else "none",
+                    f"<b>{v['verdict']}</b>",
+                ]
+                for n, v in result["verdicts"][transform].items()
+            ]
+            parts.append(table(["student", "gap vs independent", "control gap", "verdict"], v_rows))
+            parts.append(_figure(transform, res))
+        return "\n".join(parts)
+
+
+def _figure(transform: str, res: dict[str, Any]) -> str:
+    strengths = list(res["strengths"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    xs = np.arange(len(strengths))
+    ax.plot(xs, [res["strengths"][s]["teacher"] for s in strengths], "k-o", label="teacher")
+    for name in res["strengths"][strengths[0]]["groups"]:
+        ax.plot(
+            xs, [res["strengths"][s]["groups"][name]["mean"] for s in strengths], "-o", label=name
+        )
+    ax.set_xticks(xs, strengths)
+    ax.set(xlabel="strength", ylabel="agreement", title=f"{transform} invariance")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_html(fig, f"{transform} agreement by strength")
