@@ -70,20 +70,13 @@ class DecisionBoundaryAnalysis(Analysis):
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         test = study.data.test
-        if "domain" in test.tags:
-            names = domain_names(study)
-            subsets = {
-                n: torch.nonzero(test.tags["domain"] == d).flatten() for d, n in names.items()
-            }
-        else:
-            subsets = {"all": torch.arange(len(test))}
-        seen = set(study.student_data.train.tags.get("domain", torch.empty(0)).tolist())
         out: dict[str, Any] = {}
-        for name, idx in subsets.items():
-            out[name] = self._domain(study, idx)
-            if "domain" in test.tags:
-                d = next(k for k, v in domain_names(study).items() if v == name)
-                out[name]["seen_by_students"] = d in seen
+        if "domain" not in test.tags:
+            out["all"] = self._domain(study, torch.arange(len(test)))
+        seen = set(study.student_data.train.tags.get("domain", torch.empty(0)).tolist())
+        for d, name in (domain_names(study) if "domain" in test.tags else {}).items():
+            out[name] = self._domain(study, torch.nonzero(test.tags["domain"] == d).flatten())
+            out[name]["seen_by_students"] = d in seen
         return {
             "triplets": self.triplets,
             "resolution": self.resolution,
