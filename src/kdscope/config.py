@@ -188,6 +188,24 @@ class Subset(BaseModel):
         return self
 
 
+class WeightSearch(BaseModel):
+    """Pick each distilled student's distillation weight on a validation split (property-transfer
+    spec §2.5): the students' training data loses a stratified ``validation`` fraction; on the
+    rest the independent student and every searched student, its weight multiplied by each of
+    ``factors``, train with the ``seeds``; the factor with the highest mean validation accuracy
+    wins (ties: the factor nearest 1). ``students``: the labels searched (default every student
+    whose method has a distillation weight, except those in ``share``); ``share`` maps a student
+    to the one whose chosen factor it takes (the soft-label control keeps the KD student's
+    weights, spec §3.11)."""
+
+    model_config = _STRICT
+    factors: tuple[Annotated[float, Field(gt=0)], ...] = Field((0.25, 0.5, 1.0, 2.0), min_length=1)
+    validation: float = Field(0.2, gt=0, lt=1)
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    students: tuple[str, ...] | None = None
+    share: dict[str, str] = Field(default_factory=dict)
+
+
 class StudyConfig(BaseModel):
     """A whole study: data, teacher, the students' recipe, the distilled students, seeds,
     diagnosed layers, checkpoint epochs and analyses."""
@@ -218,6 +236,9 @@ class StudyConfig(BaseModel):
         description="baselines and students train only on these training examples (by tag), "
         "before transfer_size is applied",
     )
+    weight_search: WeightSearch | None = Field(
+        None, description="choose the students' distillation weights on a validation split"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -239,7 +260,35 @@ class StudyConfig(BaseModel):
             )
         if self.checkpoints != "auto" and any(e < 0 for e in self.checkpoints):
             raise ValueError("checkpoint epochs must be >= 0")
+        if self.weight_search is not None:
+            self.searched_students()  # raises on unknown or weightless students
         return self
+
+    def searched_students(self) -> dict[str, StudentConfig]:
+        """The students the weight search tunes, by label (none without a search)."""
+        from kdscope.methods import METHODS
+
+        ws = self.weight_search
+        if ws is None:
+            return {}
+        by_label = {s.label: s for s in self.students}
+        weighted = {k for k, s in by_label.items() if METHODS.get(s.method).distill_weight}
+        names = ws.students if ws.students is not None else sorted(weighted - set(ws.share))
+        for name in [*names, *ws.share, *ws.share.values()]:
+            if name not in by_label:
+                raise ValueError(f"weight_search: no student is called {name!r}")
+            if name not in weighted:
+                raise ValueError(
+                    f"weight_search: student {name!r} (method {by_label[name].method!r}) has no "
+                    "distillation weight to scale"
+                )
+        for name, source in ws.share.items():
+            if source not in names or name in names:
+                raise ValueError(
+                    f"weight_search: share {name!r} -> {source!r} needs {source!r} searched and "
+                    f"{name!r} not"
+                )
+        return {k: by_label[k] for k in names}
 
     def student_train(self, s: StudentConfig) -> TrainConfig:
         return self.student.train.model_copy(update=s.train) if s.train else self.student.train

@@ -72,6 +72,7 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
             "num_classes": study.data.num_classes,
         },
         "models": models,
+        **({"weight_search": study.weight_search} if study.weight_search else {}),
         "analyses": analyses,
     }
 
@@ -127,9 +128,12 @@ def render_report(
         f"training inputs, baselines and students on {len(study.student_data.train)}.</p>",
         "<h2>Models</h2>",
         _models_table(summary),
-        "<h2>Training curves</h2>",
-        _curves(study),
     ]
+    if study.weight_search:
+        from kdscope.weight_search import report_section
+
+        parts += ["<h2>Distillation-weight search</h2>", report_section(study.weight_search)]
+    parts += ["<h2>Training curves</h2>", _curves(study)]
     for o in outcomes:
         parts.append(f"<h2>{html.escape(o.analysis.title or o.analysis.name)}</h2>")
         if o.skipped is not None:

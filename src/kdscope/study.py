@@ -5,6 +5,7 @@ Output layout (stable; other tools may read it)::
 
     DIR/study.yaml                          the resolved configuration
     DIR/models/<name>/seed<k>/...           one run directory per model and seed (see trainer)
+    DIR/weight_search/...                   the distillation-weight search, when configured
     DIR/summary.json                        accuracy of every model and seed, one entry per analysis
     DIR/report.html                         self-contained report (figures embedded)
 """
@@ -31,6 +32,7 @@ from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import build_model, resolve_layer
 from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, run_steps, train_run
 from kdscope.trajectory import checkpoint_epochs
+from kdscope.weight_search import WeightSearchRun
 
 Role = Literal["teacher", "baseline", "student"]
 
@@ -85,7 +87,8 @@ class StudyResult:
     whole test split); ``student_data`` the split the baselines and students trained on (fewer
     training examples with ``student_subset`` or ``transfer_size``).
     ``results`` holds the results of the analyses run so far, by name, for analyses that build
-    on others (their ``requires``).
+    on others (their ``requires``); ``weight_search`` the distillation-weight search's choice
+    (:mod:`kdscope.weight_search`), when the study has one.
     """
 
     config: StudyConfig
@@ -94,6 +97,7 @@ class StudyResult:
     groups: dict[str, Group]
     student_data: DataSplits
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weight_search: dict[str, Any] | None = None
     _logits: dict[tuple[str, int, str, int | None], Tensor] = field(
         default_factory=dict, repr=False
     )
@@ -298,9 +302,10 @@ def run_study(
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
     if teacher_only:
         jobs = jobs[:1]
+    search = WeightSearchRun(result) if cfg.weight_search and not teacher_only else None
     total = sum(
         run_steps(p, len((data if g.role == "teacher" else student_data).train)) for g, _, p in jobs
-    )
+    ) + (search.steps() if search else 0)
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
     executor = executor or LocalExecutor()
 
@@ -318,7 +323,12 @@ def run_study(
 
     try:
         executor.map(job, jobs[:1])  # every student needs the teacher
-        executor.map(job, jobs[1:])
+        rest = jobs[1:]
+        if search is not None:  # choose the students' weights before they train
+            bar.set_description("weight search")
+            result.weight_search = search.run(executor, bar.update)
+            rest = [(g, seed, _plan(cfg, g, seed)) for g, seed, _ in rest]
+        executor.map(job, rest)
     finally:
         bar.close()
     if teacher_only:

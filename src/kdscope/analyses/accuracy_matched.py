@@ -2,8 +2,8 @@
 more accurate than the independent one may still have inherited the teacher's vulnerability.
 
 For each student whose method is in ``methods`` and whose mean accuracy beats its independent
-student's by more than ``tolerance``, the distillation weight (``kd``/``soft_label``: alpha;
-``hint``/``crd``: beta) is multiplied by each of ``factors`` in turn; every seed is retrained
+student's by more than ``tolerance``, the distillation weight (the method's ``distill_weight``:
+``kd``/``soft_label`` alpha, ``hint``/``crd`` beta) is multiplied by each of ``factors`` in turn; every seed is retrained
 (under ``DIR/analyses/accuracy_matched/``) until the mean accuracy is within ``tolerance`` of the
 independent student's or below it. The adversarial test is then rerun on that matched student:
 the teacher's iterative-FGSM attacks at the ε the ``adversarial`` analysis calibrated, kept where
@@ -16,7 +16,6 @@ lesson: no accuracy gain does not mean nothing transferred), **no transfer** oth
 from __future__ import annotations
 
 import html
-import inspect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired, test_subset
 from kdscope.config import StudentConfig
 from kdscope.evaluation import predict_logits
+from kdscope.methods import distillation_weight
 from kdscope.property_transfer.attacks import predict_labels, transfer_rates
 from kdscope.report import fmt_summary, table
 from kdscope.stats import summarise
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from kdscope.study import Group, StudyResult
-
-WEIGHTS = {"kd": "alpha", "soft_label": "alpha", "hint": "beta", "crd": "beta"}
 
 
 @register_analysis
@@ -54,9 +52,11 @@ class AccuracyMatchedAnalysis(Analysis):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        unknown = set(methods) - set(WEIGHTS)
-        if unknown:
-            raise ValueError(f"methods must be among {', '.join(WEIGHTS)}")
+        from kdscope.methods import METHODS
+
+        weighted = [m for m in METHODS.names() if METHODS.get(m).distill_weight is not None]
+        if set(methods) - set(weighted):
+            raise ValueError(f"methods must be among {', '.join(weighted)}")
         if not factors or any(not 0 < f < 1 for f in factors):
             raise ValueError("factors must be in (0, 1)")
         self.methods, self.factors, self.tolerance = tuple(methods), tuple(factors), tolerance
@@ -87,10 +87,11 @@ class AccuracyMatchedAnalysis(Analysis):
             ind_acc = correctness(study, g.baseline)
             ind_mean = float(np.mean([v.mean() for v in ind_acc.values()]))
             acc = correctness(study, g.name)
+            key, weight = distillation_weight(g.method, g.method_params)
             entry: dict[str, Any] = {
                 "independent": g.baseline,
-                "weight": WEIGHTS[g.method],
-                "original_weight": self._weight(g),
+                "weight": key,
+                "original_weight": weight,
                 "independent_accuracy": ind_mean,
                 "original_accuracy": float(np.mean([v.mean() for v in acc.values()])),
                 "tried": [],
@@ -125,20 +126,11 @@ class AccuracyMatchedAnalysis(Analysis):
         out["students"] = students
         return out
 
-    @staticmethod
-    def _weight(g: Group) -> float:
-        """The student's distillation weight (its setting, else the method's default)."""
-        from kdscope.methods import METHODS
-
-        key = WEIGHTS[g.method]
-        params = inspect.signature(METHODS.get(g.method).__init__).parameters
-        return float(g.method_params.get(key, params[key].default))
-
     def _train(self, study: StudyResult, g: Group, factor: float) -> dict[int, nn.Module]:
         from kdscope.study import train_variant
 
-        key = WEIGHTS[g.method]
-        params = {**g.method_params, key: self._weight(g) * factor}
+        key, weight = distillation_weight(g.method, g.method_params)
+        params = {**g.method_params, key: weight * factor}
         spec = StudentConfig(method=g.method, name=f"{g.name}-x{factor:g}", **params)
         root = study.out_dir / "analyses" / "accuracy_matched" / f"{g.name}_x{factor:g}"
         return {

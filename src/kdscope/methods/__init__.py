@@ -6,6 +6,7 @@ registers itself with ``@register_method``.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from kdscope.errors import KdscopeError
@@ -34,6 +35,17 @@ def build_method(name: str, **params: Any) -> Method:
         raise KdscopeError(f"method {name!r}: {e}") from None
 
 
+def distillation_weight(method: str, params: dict[str, Any]) -> tuple[str, float]:
+    """The name and value (the given setting, else the constructor's default) of the argument
+    that scales ``method``'s distillation term; a user error if the method has none."""
+    cls = METHODS.get(method)
+    key = cls.distill_weight
+    if key is None:
+        raise KdscopeError(f"method {method!r} has no single distillation weight to scale")
+    default = inspect.signature(cls.__init__).parameters[key].default
+    return key, float(params.get(key, default))
+
+
 from kdscope.methods import (  # noqa: E402,F401  (register the built-in methods)
     attention,
     ce,
@@ -49,4 +61,13 @@ from kdscope.methods import (  # noqa: E402,F401  (register the built-in methods
     soft_label,
 )
 
-__all__ = ["METHODS", "BindContext", "Method", "Phase", "build_method", "probe", "register_method"]
+__all__ = [
+    "METHODS",
+    "BindContext",
+    "Method",
+    "Phase",
+    "build_method",
+    "distillation_weight",
+    "probe",
+    "register_method",
+]

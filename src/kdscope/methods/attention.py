@@ -60,6 +60,8 @@ class Attention(Method):
     ``gamma`` (1.0), ``beta`` (1000.0), ``p`` (2.0).
     """
 
+    distill_weight = "beta"
+
     def __init__(
         self,
         layers: Sequence[str] = ("middle", "last_conv"),

@@ -59,6 +59,9 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
+    #: the constructor argument that scales the distillation term (``alpha``, ``beta``, ...), for
+    #: weight searches and weight-lowering controls; None when no single argument does
+    distill_weight: ClassVar[str | None] = None
 
     def bind(self, ctx: BindContext) -> None:  # noqa: B027  (optional hook)
         """Resolve layers and build trainable parts; the default needs nothing."""

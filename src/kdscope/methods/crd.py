@@ -134,6 +134,8 @@ class CRD(Method):
     "softmax", default "nce").
     """
 
+    distill_weight = "beta"
+
     def __init__(
         self,
         layer: str = "penultimate",

@@ -89,6 +89,8 @@ class FeatureMimic(Method):
     output shape in student and teacher.
     """
 
+    distill_weight = "weight"
+
     def __init__(
         self, layer: str = "last_conv", weight: float = 1.0, mimic_fraction: float = 0.6
     ) -> None:

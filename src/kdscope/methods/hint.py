@@ -68,6 +68,8 @@ class Hint(Method):
     ``beta`` (2.0).
     """
 
+    distill_weight = "beta"
+
     def __init__(
         self,
         layer: str = "middle",

@@ -86,6 +86,8 @@ class KD(Method):
     soft_weight = alpha.
     """
 
+    distill_weight = "alpha"
+
     def __init__(self, tau: float = 4.0, gamma: float = 0.1, alpha: float = 0.9) -> None:
         super().__init__()
         if tau <= 0:

@@ -47,6 +47,8 @@ class SoftLabel(Method):
     ``resample`` (false: one noise vector per training example for the whole run).
     """
 
+    distill_weight = "alpha"
+
     needs_teacher = False
 
     def __init__(
