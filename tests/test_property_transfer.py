@@ -172,6 +172,21 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
     html = (tmp_path / "report.html").read_text()
     assert "Grad-CAM" in html and "CKA" in html and "FGSM" in html
 
+    # a collapsed student (every weight zero: constant activations, CKA undefined everywhere)
+    # drops out of the paired CKA difference instead of making it NaN
+    from kdscope.analyses import ANALYSES
+
+    result = run_study(cfg, tmp_path, quiet=True)  # resumes every run
+    ckpt = result.groups["kd"].runs[1].checkpoint_path(cfg.student.train.epochs)
+    state = torch.load(ckpt)
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, ckpt)
+    cka = ANALYSES.get("representation_similarity")(n_inputs=64).run(result)
+    kd = cka["groups"]["kd"]
+    assert set(kd["undefined_layers"]) == {"1"} and "logits" in kd["undefined_layers"]["1"]
+    assert list(kd["matched"]["per_seed"]) == ["0"]
+    diff = cka["comparisons"]["kd"]["difference"]
+    assert list(diff["per_seed"]) == ["0"] and np.isfinite(diff["mean"])
+
 
 def test_transfer_verdict_rules() -> None:
     from kdscope.analyses.study_views import transfer_verdict

@@ -8,6 +8,10 @@ CKA over the layers both models name alike (e.g. ``conv``, ``fc1``, ``fc2``, log
 for a distilled student: **transfers** when its matched CKA exceeds its independent student's,
 paired by seed with a 95 % bootstrap interval over seeds above 0; the control is the spread
 between independent seeds (|Ind − Ind'|), reported beside it.
+
+CKA is undefined (NaN) for a layer whose activations are constant over the inputs (a collapsed
+or dead layer: zero centred norm). The matched CKA averages the defined layers only and lists the
+undefined ones; a seed with no defined matched layer is left out of the paired difference.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ from kdscope.stats import summarise
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
+
+
+def _defined(value: float) -> np.ndarray:
+    """One value as a seed's inputs for :func:`summarise`; none when it is undefined (NaN)."""
+    return np.array([value]) if np.isfinite(value) else np.array([])
+
+
+def _nanmean(matrices: list[list[list[float]]]) -> np.ndarray:
+    """Entry-wise mean over seeds of the defined values (NaN where no seed defines one)."""
+    m = np.array(matrices, dtype=np.float64)
+    n = np.isfinite(m).sum(0)
+    with np.errstate(invalid="ignore"):
+        return np.where(n > 0, np.nansum(m, 0) / np.maximum(n, 1), np.nan)
 
 
 def named_layers(model: nn.Module) -> list[str]:
@@ -67,24 +84,33 @@ class RepresentationSimilarityAnalysis(Analysis):
                 m = np.array(cka_matrix(teacher, acts))
                 common = [k for k in acts if k in teacher]
                 diag = [m[list(teacher).index(k), list(acts).index(k)] for k in common]
+                defined = [v for v in diag if np.isfinite(v)]
                 per_seed[seed] = {
                     "matrix": m.tolist(),
-                    "matched": float(np.mean(diag)),
+                    "matched": float(np.mean(defined)) if defined else float("nan"),
                     "matched_layers": dict(zip(common, map(float, diag), strict=True)),
+                    "undefined_layers": [
+                        k for k, v in zip(common, diag, strict=True) if not np.isfinite(v)
+                    ],
                 }
             matched[g.name] = {s: v["matched"] for s, v in per_seed.items()}
             first = per_seed[min(per_seed)]
             groups[g.name] = {
                 "role": g.role,
                 "layers": list(self._acts(g.runs[min(g.runs)].load(), x[:2])),
-                "matrix_mean": np.mean([v["matrix"] for v in per_seed.values()], 0).tolist(),
-                "matched": summarise({s: np.array([v]) for s, v in matched[g.name].items()}),
+                "matrix_mean": _nanmean([v["matrix"] for v in per_seed.values()]).tolist(),
+                "matched": summarise({s: _defined(v) for s, v in matched[g.name].items()}),
                 "matched_layers": first["matched_layers"],
+                "undefined_layers": {
+                    str(s): v["undefined_layers"]
+                    for s, v in per_seed.items()
+                    if v["undefined_layers"]
+                },
             }
         comparisons = {}
         for g in study.by_role("student"):
             ind = matched[g.baseline]
-            diff = {s: np.array([matched[g.name][s] - ind[s]]) for s in matched[g.name] if s in ind}
+            diff = {s: _defined(matched[g.name][s] - ind[s]) for s in matched[g.name] if s in ind}
             pairs = seed_pairs(sorted(ind), sorted(ind), distinct=True)
             spread = [abs(ind[i] - ind[j]) for i, j in pairs]
             d = summarise(diff)
