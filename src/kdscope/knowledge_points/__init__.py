@@ -36,7 +36,13 @@ from kdscope.knowledge_points.metrics import (
     spearman,
     stability,
 )
-from kdscope.knowledge_points.units import UnitMap, image_grid, per_element, per_row
+from kdscope.knowledge_points.units import (
+    UnitMap,
+    image_grid,
+    per_element,
+    per_row,
+    point_units,
+)
 
 __all__ = [
     "EXPECTED",
@@ -58,6 +64,7 @@ __all__ = [
     "per_element",
     "per_row",
     "point_counts",
+    "point_units",
     "spearman",
     "stability",
     "unit_sensitivity",

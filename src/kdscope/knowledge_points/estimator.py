@@ -486,7 +486,7 @@ def unit_sensitivity(
         feat = phi(fn(xs, d))
         v = basis.repeat(b - a, 1).view(xs.shape[0], *feat_shape)
         (g,) = torch.autograd.grad(feat, d, v)
-        sens[a:b] = g.double().pow(2).view(b - a, k, -1).sum(1)
+        sens[a:b] = g.double().pow(2).reshape(b - a, k, -1).sum(1)
     return units.unit_sums(sens), m
 
 

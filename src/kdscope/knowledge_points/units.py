@@ -134,6 +134,23 @@ def per_row(shape: Sequence[int], lengths: Tensor | None = None) -> UnitMap:
     return UnitMap(torch.where(keep, rows, torch.full_like(rows, -1)), n, (n, d))
 
 
+def point_units(n_points: int, problems: int = 1, padding: Tensor | None = None) -> UnitMap:
+    """One unit per point of (n_points, 3) point clouds, shared over its x, y, z (spec §2.4):
+    element (j, a) belongs to unit j. ``padding`` (P, n_points) bool marks excluded points
+    (True = padding, at any position) of each of P problems; they get σ = 0 in ``expand``, 0
+    in ``unit_sums``, are not ``valid`` and are never foreground. Without it the map is shared
+    by ``problems`` problems."""
+    if n_points < 1:
+        raise KdscopeError(f"a point cloud needs at least one point, got {n_points}")
+    rows = torch.arange(n_points).repeat_interleave(3)[None, :]
+    if padding is None:
+        return UnitMap(rows.expand(problems, -1).contiguous(), n_points, (n_points, 3))
+    if padding.dim() != 2 or padding.shape[1] != n_points:
+        raise KdscopeError(f"padding must be (problems, {n_points}), got {tuple(padding.shape)}")
+    excluded = padding.bool().repeat_interleave(3, dim=1)
+    return UnitMap(torch.where(excluded, -1, rows), n_points, (n_points, 3))
+
+
 def per_element(shape: Sequence[int]) -> UnitMap:
     """Every element of the perturbed tensor is its own unit (analytic tests, tabular inputs)."""
     e = _prod(shape)
