@@ -300,3 +300,45 @@ def test_fast_mode_runs_on_pointnet_and_the_dataset() -> None:
     assert res.sigma.shape == (2, 32) and torch.isfinite(res.entropy).all()
     assert res.scale == pytest.approx(float(x.double().std()))  # raw coordinates, scale s
     assert units.foreground(d.train.foreground[:2]).sum() == 2 * (32 - round(0.2 * 32))
+
+
+def test_knowledge_points_run_on_a_tiny_point_cloud_study(tmp_path) -> None:
+    """The study machinery end to end on point clouds: one σ per point, foreground = object
+    points, the metrics per network with verdicts, the report's point-cloud figures."""
+    from kdscope import io
+    from kdscope.config import parse_study
+    from kdscope.study import run_study
+
+    cfg = parse_study(
+        {
+            "dataset": {"name": "points", "n_train": 96, "n_test": 32, "num_points": 48},
+            "teacher": {"model": {"name": "pointnet", "width": 8, "num_points": 48},
+                        "train": {"epochs": 2, "batch_size": 16}},
+            "student": {"model": {"name": "pointnet_small", "width": 4, "num_points": 48},
+                        "train": {"epochs": 2, "batch_size": 16}},
+            "students": [{"method": "kd"}],
+            "seeds": [0],
+            "layers": ["conv"],
+            "checkpoints": [0, 1, 2],
+            # two epochs train no network that discards clutter more than the object (the
+            # "effective" rule); the filter is off so every analysed input is measured
+            "analyses": [{"name": "knowledge_points", "candidates": 6, "target": None,
+                          "effective_filter": False}],
+        }
+    )  # fmt: skip
+    run_study(cfg, tmp_path, quiet=True)
+    kp = io.read_json(tmp_path / "summary.json")["analyses"]["knowledge_points"]
+    assert "skipped" not in kp
+    assert kp["settings"]["units_n"] == 48  # one unit per point
+    nets = kp["layers"]["conv"]["networks"]
+    assert set(nets) == {"teacher", "baseline", "kd"}
+    for net in nets.values():
+        m = net["metrics"]
+        # 48 points, 10 of them clutter (round(0.2 * 48)): counts are bounded by each side
+        assert 0 <= m["n_fg"]["mean"] <= 38 and 0 <= m["n_bg"]["mean"] <= 10
+    assert set(kp["layers"]["conv"]["comparisons"]["kd"]["hypotheses"]) == {
+        "quantity_quality",
+        "learning_speed",
+        "stability",
+    }
+    assert "example entropy maps with knowledge points" in (tmp_path / "report.html").read_text()

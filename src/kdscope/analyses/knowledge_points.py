@@ -31,10 +31,11 @@ from kdscope.errors import KdscopeError
 from kdscope.knowledge_points.diagnosis import (
     EXPECTED,
     HYPOTHESES,
+    UNIT_MODALITIES,
     EntropyTrajectory,
     compare,
     entropy_trajectory,
-    image_units,
+    input_units,
     network_metrics,
     per_input_table,
     statistic,
@@ -132,7 +133,7 @@ class KnowledgePointsAnalysis(Analysis):
     # -- applicability ---------------------------------------------------------------------
 
     def applies_to(self, study: StudyResult) -> str | None:
-        if study.data.train.modality != "image":
+        if study.data.train.modality not in UNIT_MODALITIES:
             return f"the {study.data.train.modality} modality has no unit map yet"
         if not self._layers(study):
             return "the study diagnoses no layer (set 'layers', e.g. [conv, fc1])"
@@ -242,7 +243,7 @@ class KnowledgePointsAnalysis(Analysis):
             layer,
             inputs,
             foreground,
-            image_units(models[-1], inputs, self.grid),
+            input_units(study.data.train.modality, models[-1], inputs, self.grid),
             epochs,
             [cumulative[e] for e in epochs],
             self.settings,

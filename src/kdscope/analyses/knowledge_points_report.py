@@ -437,12 +437,14 @@ def _examples_figure(
     )
     fig.subplots_adjust(left=0.01, right=0.95, bottom=0.1, top=0.86, wspace=0.12, hspace=0.4)
     for r, c in enumerate(chosen):
-        _show_input(axes[r, 0], study, result["candidates"][c])
+        index = result["candidates"][c]
+        xy = _cloud_xy(study, index)
+        _show_input(axes[r, 0], study, index, xy)
         row = [maps[n]["inputs"][c] for n in names]
         vmin = min(np.nanmin(m["entropy"]) for m in row)
         vmax = max(np.nanmax(m["entropy"]) for m in row)
         for ax, name, m in zip(axes[r, 1:], names, row, strict=True):
-            im = _show_map(ax, m, vmin, vmax)
+            im = _show_map(ax, m, vmin, vmax, xy)
             ax.set_title(f"{name}\n{_counts(m)}" if r == 0 else _counts(m), fontsize=8)
         bar = fig.colorbar(im, ax=list(axes[r, 1:]), fraction=0.015, pad=0.01)
         bar.set_label("H (nats)", fontsize=8)
@@ -457,16 +459,45 @@ def _examples_figure(
     return figure_html(fig, f"example entropy maps with knowledge points, layer {layer}")
 
 
-def _show_input(ax: Axes, study: StudyResult, index: int) -> None:
-    image = study.student_data.train.inputs[index].detach().float().cpu()
-    image = image.permute(1, 2, 0).numpy().clip(0, 1)
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+def _cloud_xy(study: StudyResult, index: int) -> np.ndarray | None:
+    """The (x, y) projection of a point-cloud input (None for other modalities)."""
+    data = study.student_data.train
+    if data.modality != "points":
+        return None
+    return data.inputs[index, :, :2].detach().float().cpu().numpy()
+
+
+def _show_input(ax: Axes, study: StudyResult, index: int, xy: np.ndarray | None) -> None:
+    """The input image, or a point cloud's (x, y) projection: object points dark, clutter
+    light."""
+    if xy is not None:
+        fg = study.student_data.train.foreground[index].numpy()
+        ax.scatter(*xy[fg].T, s=4, c="0.2")
+        ax.scatter(*xy[~fg].T, s=4, c="0.75")
+        ax.set_aspect("equal")
+    else:
+        image = study.student_data.train.inputs[index].detach().float().cpu()
+        image = image.permute(1, 2, 0).numpy().clip(0, 1)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     ax.set_title(f"input #{index}", fontsize=8)
     ax.set_axis_off()
 
 
-def _show_map(ax: Axes, m: dict[str, Any], vmin: float, vmax: float) -> Any:
-    """The entropy map with the foreground outline and the knowledge points overlaid."""
+def _show_map(
+    ax: Axes, m: dict[str, Any], vmin: float, vmax: float, xy: np.ndarray | None = None
+) -> Any:
+    """The entropy map with the foreground outline and the knowledge points overlaid; for a
+    point cloud (``xy``: its (x, y) projection) each point coloured by its entropy."""
+    if xy is not None:
+        im = ax.scatter(*xy.T, c=m["entropy"], cmap="viridis", vmin=vmin, vmax=vmax, s=6)
+        if m["points"] is not None:
+            fg = m["foreground"]
+            for sel, style in ((m["points"] & fg, _FG_POINT), (m["points"] & ~fg, _BG_POINT)):
+                ax.scatter(*xy[sel].T, s=24, linewidths=1.3, **style)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return im
     side = math.isqrt(m["entropy"].size)
     im = ax.imshow(m["entropy"].reshape(side, side), cmap="viridis", vmin=vmin, vmax=vmax)
     fg = m["foreground"].reshape(side, side)

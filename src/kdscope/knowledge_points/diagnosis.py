@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdscope.errors import KdscopeError
 from kdscope.knowledge_points import metrics
 from kdscope.knowledge_points.estimator import (
     EstimatorSettings,
@@ -27,7 +28,7 @@ from kdscope.knowledge_points.estimator import (
     perturbed_tensor,
     resolve_scale,
 )
-from kdscope.knowledge_points.units import UnitMap, image_grid
+from kdscope.knowledge_points.units import UnitMap, image_grid, point_units
 
 # Metric name -> direction expected for a distilled student against its baseline (spec §6).
 EXPECTED: dict[str, str] = {
@@ -110,6 +111,22 @@ def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> Un
     """The grid unit map of an image model's perturbed tensor (default: 2×2-pixel cells)."""
     shape = tuple(perturbed_tensor(model, inputs[:1]).shape[1:])
     return image_grid(shape, grid or shape[-1] // 2)
+
+
+#: the modalities whose inputs have a unit map (spec §2.4)
+UNIT_MODALITIES = ("image", "points")
+
+
+def input_units(
+    modality: str, model: nn.Module, inputs: Tensor, grid: int | None = None
+) -> UnitMap:
+    """The unit map of a modality's perturbed tensor (spec §2.4): image grid cells
+    (:func:`image_units`) or one unit per point of (N, P, 3) clouds, σ shared over x, y, z."""
+    if modality == "image":
+        return image_units(model, inputs, grid)
+    if modality == "points":
+        return point_units(inputs.shape[1])
+    raise KdscopeError(f"the {modality} modality has no unit map yet")
 
 
 def entropy_trajectory(
