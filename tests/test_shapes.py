@@ -518,6 +518,9 @@ def test_textures_differ_visibly_on_the_same_glyph():
         ({"object_texture": None}, "object_texture"),
         ({"background": "Mixed"}, "background"),
         ({"background_cue": 0.5, "background": "coloured"}, "background_cue"),
+        ({"group_rotation": [0, 45]}, "group_rotation"),  # groups off
+        ({"groups": 3, "group_rotation": [0, 45]}, "group_rotation"),
+        ({"groups": 2, "group_rotation": [0, 400]}, "group_rotation"),
     ],
 )
 def test_bad_new_params_raise(kwargs, word):
@@ -542,3 +545,25 @@ def test_stylized_images_draw_their_texture_at_random_and_carry_a_tag() -> None:
         shapes(n_train=4, n_test=4, object_texture="random", stylized=0.5)
     with pytest.raises(ValueError, match="stylized"):
         shapes(n_train=4, n_test=4, object_texture="class", stylized=1.5)
+
+
+def test_group_rotation_turns_only_its_group_and_a_turned_plus_is_an_x_cross() -> None:
+    plain = {"n_train": 300, "n_test": 1, "seed": 4, "groups": 3, "num_classes": 6}
+    base = shapes(**plain).train
+    turned = shapes(**plain, group_rotation=[0, 45, 0]).train
+    group = base.tags["group"]
+    same = group != 1
+    assert torch.equal(base.inputs[same], turned.inputs[same])  # no draw moved
+    assert torch.equal(base.labels, turned.labels)
+    assert not torch.equal(base.foreground[~same], turned.foreground[~same])
+    # Centred, upright objects (jitter 0): a plus turned by 45 degrees covers the x_cross's
+    # pixels (up to a few boundary pixels of float rounding), and differs from the plus.
+    fixed = {"n_train": 400, "n_test": 1, "seed": 1, "groups": 2, "num_classes": 6, "jitter": 0.0}
+    d = shapes(**fixed, group_rotation=[0, 45]).train
+    plus, x_cross = CLASS_NAMES.index("plus"), CLASS_NAMES.index("x_cross")
+    g, y = d.tags["group"], d.labels
+    turned_plus = d.foreground[(g == 1) & (y == plus)][0]
+    upright_x = d.foreground[(g == 0) & (y == x_cross)][0]
+    upright_plus = d.foreground[(g == 0) & (y == plus)][0]
+    assert int((turned_plus != upright_x).sum()) <= 4
+    assert int((turned_plus != upright_plus).sum()) > 50

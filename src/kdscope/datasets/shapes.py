@@ -297,6 +297,7 @@ class _Config:
     groups: int = 0
     object_texture: str = "none"
     stylized: float = 0.0
+    group_rotation: tuple[float, ...] = ()
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -367,6 +368,8 @@ def _draw_params(
     p["cx"] = 0.5 * size + bound * u[:, 0]
     p["cy"] = 0.5 * size + bound * u[:, 1]
     p["rotation"] = MAX_ROTATION * cfg.jitter * u[:, 3]
+    if cfg.group_rotation:  # each group's objects turned by its extra angle (no new draws)
+        p["rotation"] = p["rotation"] + np.radians(np.asarray(cfg.group_rotation))[group]
 
     # Object colour (groups > 0: random hues come from the group's sector, opposite its
     # background hue).
@@ -607,6 +610,7 @@ def _config(
     groups: Any = 0,
     object_texture: Any = "none",
     stylized: Any = 0.0,
+    group_rotation: Any = None,
 ) -> _Config:
     size = check_int("size", size, 8)
     num_classes = check_int("num_classes", num_classes, 2, len(CLASS_NAMES))
@@ -643,9 +647,20 @@ def _config(
         raise ValueError(
             f"shapes: stylized > 0 needs object_texture='class', got {object_texture!r}"
         )
+    rotation: tuple[float, ...] = ()
+    if group_rotation is not None:
+        if not isinstance(group_rotation, (list, tuple)) or len(group_rotation) != groups:
+            raise ValueError(
+                f"shapes: group_rotation needs one angle in degrees per group ({groups}), got "
+                f"{group_rotation!r}"
+            )
+        rotation = tuple(
+            check_float(f"group_rotation[{g}]", a, -360.0, 360.0)
+            for g, a in enumerate(group_rotation)
+        )
     return _Config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline, groups, object_texture, stylized,
+        outline, groups, object_texture, stylized, rotation,
     )  # fmt: skip
 
 
@@ -667,6 +682,7 @@ def shapes(
     groups: int = 0,
     object_texture: str = "none",
     stylized: float = 0.0,
+    group_rotation: list[float] | None = None,
 ) -> DataSplits:
     """Procedurally generated RGB images of 10 object classes with exact foreground masks.
 
@@ -753,6 +769,11 @@ def shapes(
             a shape-biased teacher trains on; tag ``stylized`` 1, else 0). With
             ``teacher_subset``/``student_subset`` on that tag one dataset serves a teacher
             trained on stylized images and students trained on standard ones.
+        group_rotation: one angle in degrees per group (needs ``groups``): every object of group
+            g is turned by ``group_rotation[g]`` on top of its jitter rotation, e.g.
+            ``[0, 0, 45, 0, ...]`` makes group 2 a pose a teacher that never saw it misreads
+            (a plus turned by 45 degrees is an x_cross). Changes no draw: the other images are
+            unchanged.
 
     Returns:
         :class:`DataSplits` of image datasets: inputs float32 (N, 3, size, size) in [0, 1],
@@ -766,7 +787,7 @@ def shapes(
     seed = check_int("seed", seed, 0)
     cfg = _config(
         size, num_classes, background, object_colour, jitter, background_cue, distractors, noise,
-        outline, groups, object_texture, stylized,
+        outline, groups, object_texture, stylized, group_rotation,
     )  # fmt: skip
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     splits = []
