@@ -39,7 +39,7 @@ import torch
 from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
 
-__all__ = ["CLASS_NAMES", "ROTATIONS", "points"]
+__all__ = ["CLASS_NAMES", "ROTATIONS", "add_clutter", "normalise", "points"]
 
 ROTATIONS: tuple[str, ...] = ("none", "z", "so3")
 CLUTTER_EXTENT = 1.2  # clutter cube half-side E: the unit sphere's bounding box enlarged by 20 %
@@ -213,9 +213,7 @@ def _objects(rng: np.random.Generator, labels: np.ndarray, m: int, cfg: _Config)
     for k in range(cfg.num_classes):
         idx = np.flatnonzero(labels == k)
         out[idx] = _surface(rng, SHAPES[CLASS_NAMES[k]], len(idx), m)
-    out = np.einsum("nij,nmj->nmi", _rotations(rng, n, cfg.rotation), out)
-    out -= out.mean(1, keepdims=True)
-    out /= np.linalg.norm(out, axis=2).max(1)[:, None, None]
+    out = normalise(np.einsum("nij,nmj->nmi", _rotations(rng, n, cfg.rotation), out))
     out *= rng.uniform(cfg.min_scale, 1.0, n)[:, None, None]
     return out + cfg.jitter * rng.standard_normal(out.shape)
 
@@ -233,6 +231,29 @@ def _clutter(rng: np.random.Generator, n: int, c: int, blobs: int) -> np.ndarray
     return np.concatenate([centres[:, blob] + spread, uniform], 1)
 
 
+def normalise(objects: np.ndarray) -> np.ndarray:
+    """(n, m, 3) object points, each cloud normalised in place (step 3 of the module docstring):
+    x ← (x − x̄) / max_i ‖x_i − x̄‖, so its centroid is the origin and its farthest point lies on
+    the unit sphere. Returns ``objects``."""
+    objects -= objects.mean(1, keepdims=True)
+    objects /= np.linalg.norm(objects, axis=2).max(1)[:, None, None]
+    return objects
+
+
+def add_clutter(
+    rng: np.random.Generator, objects: np.ndarray, c: int, blobs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add ``c`` clutter points to each of the (n, m, 3) object clouds and shuffle the points of
+    every cloud. Returns the clouds (n, m + c, 3) float32 and the foreground (n, m + c) bool,
+    True on object points."""
+    n, m = objects.shape[:2]
+    clouds = np.concatenate([objects, _clutter(rng, n, c, blobs)], 1)
+    foreground = np.broadcast_to(np.arange(m + c) < m, (n, m + c))
+    order = rng.random((n, m + c)).argsort(1)
+    clouds = np.take_along_axis(clouds, order[:, :, None], 1).astype(np.float32)
+    return clouds, np.ascontiguousarray(np.take_along_axis(foreground, order, 1))
+
+
 def _generate(
     n: int, seed_seq: np.random.SeedSequence, cfg: _Config
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,12 +261,10 @@ def _generate(
     rng = np.random.Generator(np.random.PCG64(seed_seq))
     labels = rng.permutation(np.arange(n, dtype=np.int64) % cfg.num_classes)
     c = round(cfg.clutter * cfg.num_points)
-    m = cfg.num_points - c
-    clouds = np.concatenate([_objects(rng, labels, m, cfg), _clutter(rng, n, c, cfg.blobs)], 1)
-    foreground = np.broadcast_to(np.arange(cfg.num_points) < m, (n, cfg.num_points))
-    order = rng.random((n, cfg.num_points)).argsort(1)
-    clouds = np.take_along_axis(clouds, order[:, :, None], 1).astype(np.float32)
-    return clouds, np.take_along_axis(foreground, order, 1), labels
+    clouds, foreground = add_clutter(
+        rng, _objects(rng, labels, cfg.num_points - c, cfg), c, cfg.blobs
+    )
+    return clouds, foreground, labels
 
 
 @register_dataset("points")
@@ -308,7 +327,7 @@ def points(
             TensorDataset(
                 inputs=torch.from_numpy(clouds),
                 labels=torch.from_numpy(labels),
-                foreground=torch.from_numpy(np.ascontiguousarray(foreground)),
+                foreground=torch.from_numpy(foreground),
                 num_classes=num_classes,
                 modality="points",
                 class_names=CLASS_NAMES[:num_classes],
