@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from kp_fixtures import FIXTURE_A, H_A, SIGMA_A, Linear
 
 from kdscope.knowledge_points.estimator import (
     HALF_LOG_2PIE,
@@ -19,23 +19,6 @@ from kdscope.knowledge_points.estimator import (
 from kdscope.knowledge_points.units import image_grid, per_element, per_row
 from kdscope.models import build_model
 
-
-class Linear(nn.Module):
-    """f(x) = W·flatten(x) + a; no normaliser, so noise is added to the raw input."""
-
-    def __init__(self, weight: torch.Tensor, bias: float = 0.3) -> None:
-        super().__init__()
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
-        self.fc.weight.data = weight.clone().float()
-        self.fc.bias.data.fill_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
-
-
-FIXTURE_A = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
-SIGMA_A = torch.tensor([0.035, 0.0175, 0.035 / 3, 1.0], dtype=torch.float64)
-H_A = torch.tensor([-1.9335, -2.6266, -3.0321, 1.4189], dtype=torch.float64)
 IDENTITY = {"feature_transform": "identity", "scale": 1.0}
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from torch import nn
+from kp_fixtures import FIXTURE_A, H_A, SIGMA_A, Linear
 
 from kdscope import KdscopeError
 from kdscope.datasets import DATASETS, build
@@ -175,26 +175,9 @@ def test_point_units_adjoint_and_foreground() -> None:
 # ------------------------------------------------------------------ closed-form σ per point
 
 
-class Linear(nn.Module):
-    """f(x) = W·flatten(x) + a on (B, P, 3) clouds; no normaliser, so noise goes on the raw
-    coordinates."""
-
-    def __init__(self, weight: torch.Tensor, bias: float = 0.3) -> None:
-        super().__init__()
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
-        self.fc.weight.data = weight.clone().float()
-        self.fc.bias.data.fill_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
-
-
 # Fixture A of spec §10.1 (c = (1, 4, 9, 0), M = 2) with unit u = point u: its column norm is
 # split unequally over x, y, z (fractions 1/2, 1/3, 1/6), so only the per-point sum c_u is fixed.
-FIXTURE_A = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
 SPLIT = torch.tensor([1 / 2, 1 / 3, 1 / 6]).sqrt()
-SIGMA_A = torch.tensor([0.035, 0.0175, 0.035 / 3, 1.0], dtype=torch.float64)
-H_A = torch.tensor([-1.9335, -2.6266, -3.0321, 1.4189], dtype=torch.float64)
 
 
 def _point_weight(per_point: torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,7 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
             )
         }
     )
-    run_study(cfg, tmp_path, quiet=True)
+    result = run_study(cfg, tmp_path, quiet=True)
     a = json.loads((tmp_path / "summary.json").read_text())["analyses"]
     loc = a["localisation"]
     assert loc["n_inputs"] == 64 and set(loc["students"]) >= {"kd", "hint"}
@@ -176,7 +176,6 @@ def test_localisation_and_cka_analyses_on_a_small_study(tmp_path) -> None:
     # drops out of the paired CKA difference instead of making it NaN
     from kdscope.analyses import ANALYSES
 
-    result = run_study(cfg, tmp_path, quiet=True)  # resumes every run
     ckpt = result.groups["kd"].runs[1].checkpoint_path(cfg.student.train.epochs)
     state = torch.load(ckpt)
     torch.save({k: torch.zeros_like(v) for k, v in state.items()}, ckpt)
