@@ -31,11 +31,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
-from kdscope.datasets.points import add_clutter, normalise
+from kdscope.datasets.base import DataSplits, check_float, check_int
+from kdscope.datasets.points import add_clutter, cloud_dataset, normalise
 from kdscope.errors import KdscopeError
 
 __all__ = ["FORMATS", "modelnet40", "read_off", "sample_surface"]
@@ -305,15 +304,5 @@ def modelnet40(
             )
         parts.append((*add_clutter(rng, normalise(objects), c, blobs), labels))
     names = _class_names(root, layout, np.concatenate([p[2] for p in parts]))
-    splits = [
-        TensorDataset(
-            inputs=torch.from_numpy(clouds),
-            labels=torch.from_numpy(labels),
-            foreground=torch.from_numpy(foreground),
-            num_classes=len(names),
-            modality="points",
-            class_names=names,
-        )
-        for clouds, foreground, labels in parts
-    ]
-    return DataSplits(train=splits[0], test=splits[1])
+    train, test = (cloud_dataset(*part, names) for part in parts)
+    return DataSplits(train=train, test=test)

@@ -39,7 +39,7 @@ import torch
 from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
 
-__all__ = ["CLASS_NAMES", "ROTATIONS", "add_clutter", "normalise", "points"]
+__all__ = ["CLASS_NAMES", "ROTATIONS", "add_clutter", "cloud_dataset", "normalise", "points"]
 
 ROTATIONS: tuple[str, ...] = ("none", "z", "so3")
 CLUTTER_EXTENT = 1.2  # clutter cube half-side E: the unit sphere's bounding box enlarged by 20 %
@@ -254,6 +254,20 @@ def add_clutter(
     return clouds, np.ascontiguousarray(np.take_along_axis(foreground, order, 1))
 
 
+def cloud_dataset(
+    clouds: np.ndarray, foreground: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> TensorDataset:
+    """A ``"points"`` dataset: clouds (N, P, 3) float32, foreground (N, P) bool, labels (N,)."""
+    return TensorDataset(
+        inputs=torch.from_numpy(clouds),
+        labels=torch.from_numpy(labels),
+        foreground=torch.from_numpy(foreground),
+        num_classes=len(class_names),
+        modality="points",
+        class_names=class_names,
+    )
+
+
 def _generate(
     n: int, seed_seq: np.random.SeedSequence, cfg: _Config
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,17 +334,8 @@ def points(
         raise ValueError("min_scale must be > 0, got 0.0")
     jitter = check_float("jitter", jitter, 0.0)
     cfg = _Config(num_points, num_classes, clutter, blobs, rotation, min_scale, jitter)
-    splits = []
-    for n, seq in zip((n_train, n_test), np.random.SeedSequence(seed).spawn(2), strict=True):
-        clouds, foreground, labels = _generate(n, seq, cfg)
-        splits.append(
-            TensorDataset(
-                inputs=torch.from_numpy(clouds),
-                labels=torch.from_numpy(labels),
-                foreground=torch.from_numpy(foreground),
-                num_classes=num_classes,
-                modality="points",
-                class_names=CLASS_NAMES[:num_classes],
-            )
-        )
-    return DataSplits(train=splits[0], test=splits[1])
+    train, test = (
+        cloud_dataset(*_generate(n, seq, cfg), CLASS_NAMES[:num_classes])
+        for n, seq in zip((n_train, n_test), np.random.SeedSequence(seed).spawn(2), strict=True)
+    )
+    return DataSplits(train=train, test=test)

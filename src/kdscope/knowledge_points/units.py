@@ -142,7 +142,7 @@ def point_units(n_points: int, problems: int = 1, padding: Tensor | None = None)
     by ``problems`` problems."""
     if n_points < 1:
         raise KdscopeError(f"a point cloud needs at least one point, got {n_points}")
-    rows = torch.arange(n_points).repeat_interleave(3)[None, :]
+    rows = per_row((n_points, 3)).assignment
     if padding is None:
         return UnitMap(rows.expand(problems, -1).contiguous(), n_points, (n_points, 3))
     if padding.dim() != 2 or padding.shape[1] != n_points:
