@@ -128,15 +128,9 @@ class WeightSearchRun:
         data = DataSplits(self.fit, self.validation)
         teacher = self.study.teacher_model
 
-        def train(job: _Job) -> float:
-            uses_teacher = job.factor is not None
+        def train(job: _Job) -> float:  # the CE baseline's method ignores the teacher
             res = train_run(
-                job.plan,
-                data,
-                job.run_dir,
-                teacher if uses_teacher else None,
-                self.study.config.cache_teacher,
-                progress,
+                job.plan, data, job.run_dir, teacher, self.study.config.cache_teacher, progress
             )
             return float(res["test_acc"])  # the "test" split of ``data`` is the validation split
 

@@ -490,27 +490,23 @@ def _show_map(
     point cloud (``xy``: its (x, y) projection) each point coloured by its entropy."""
     if xy is not None:
         im = ax.scatter(*xy.T, c=m["entropy"], cmap="viridis", vmin=vmin, vmax=vmax, s=6)
-        if m["points"] is not None:
-            fg = m["foreground"]
-            for sel, style in ((m["points"] & fg, _FG_POINT), (m["points"] & ~fg, _BG_POINT)):
-                ax.scatter(*xy[sel].T, s=24, linewidths=1.3, **style)
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return im
-    side = math.isqrt(m["entropy"].size)
-    im = ax.imshow(m["entropy"].reshape(side, side), cmap="viridis", vmin=vmin, vmax=vmax)
-    fg = m["foreground"].reshape(side, side)
-    if fg.any() and not fg.all():
-        up = 8  # contour of the upsampled mask: follows the unit boundaries
-        coords = (np.arange(side * up) + 0.5) / up - 0.5
-        mask = np.kron(fg, np.ones((up, up)))
-        ax.contour(coords, coords, mask, levels=[0.5], colors=_OUTLINE, linewidths=1.0)
+        at = xy  # where each unit is drawn
+    else:
+        side = math.isqrt(m["entropy"].size)
+        im = ax.imshow(m["entropy"].reshape(side, side), cmap="viridis", vmin=vmin, vmax=vmax)
+        fg = m["foreground"].reshape(side, side)
+        if fg.any() and not fg.all():
+            up = 8  # contour of the upsampled mask: follows the unit boundaries
+            coords = (np.arange(side * up) + 0.5) / up - 0.5
+            mask = np.kron(fg, np.ones((up, up)))
+            ax.contour(coords, coords, mask, levels=[0.5], colors=_OUTLINE, linewidths=1.0)
+        unit = np.arange(side * side)
+        at = np.stack([unit % side, unit // side], 1)  # (column, row) of each grid cell
     if m["points"] is not None:
-        pts = m["points"].reshape(side, side)
+        pts, fg = m["points"], m["foreground"]
         for sel, style in ((pts & fg, _FG_POINT), (pts & ~fg, _BG_POINT)):
-            y, x = np.nonzero(sel)
-            ax.scatter(x, y, s=24, linewidths=1.3, **style)
+            ax.scatter(*at[sel].T, s=24, linewidths=1.3, **style)
     ax.set_xticks([])
     ax.set_yticks([])
     return im
