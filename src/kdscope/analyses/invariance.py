@@ -125,10 +125,11 @@ class InvarianceAnalysis(Analysis):
         return res
 
     def _verdicts(self, study: StudyResult, headline: dict[str, Any]) -> dict[str, Any]:
-        soft = [headline["gaps"][c] for c in control_students(study) if c in headline["gaps"]]
+        controls = control_students(study)
+        soft = [headline["gaps"][c] for c in controls if c in headline["gaps"]]
         out = {}
         for name, gap in headline["gaps"].items():
-            if name in control_students(study):
+            if name in controls:
                 continue
             star_gap = headline.get("star_gaps", {}).get(name)
             control, kind = (star_gap, "T*") if star_gap else (soft[0] if soft else None, "soft")
