@@ -22,7 +22,7 @@ def build(name: str, **params: Any) -> DataSplits:
         raise KdscopeError(f"dataset {name!r}: {e}") from None
 
 
-from kdscope.datasets import hierarchy, modelnet, points, shapes  # noqa: E402,F401  (register the built-ins)
+from kdscope.datasets import hierarchy, modelnet, points, qa, sentiment, shapes  # noqa: E402,F401  (register the built-ins)
 
 __all__ = [
     "DATASETS",

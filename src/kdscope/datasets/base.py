@@ -52,7 +52,8 @@ class TensorDataset:
     ``inputs`` is (N, ...) float, ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
     each tag (N,) int64 or float. ``modality`` tells analyses how to perturb the input ("image",
     "vector", "points", "text"). ``class_info`` holds per-class tensors with ``num_classes`` rows
-    (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float).
+    (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float). Text datasets hold token ids
+    (N, L) int64 and their ``vocab`` (id → token; see :mod:`kdscope.datasets.text`).
     """
 
     inputs: Tensor
@@ -63,6 +64,7 @@ class TensorDataset:
     tags: dict[str, Tensor] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     class_info: dict[str, Tensor] = field(default_factory=dict)
+    vocab: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -121,6 +123,7 @@ class TensorDataset:
             tags={k: v[index] for k, v in self.tags.items()},
             class_names=list(self.class_names),
             class_info=dict(self.class_info),
+            vocab=self.vocab,
         )
 
 
