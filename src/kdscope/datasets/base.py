@@ -54,6 +54,8 @@ class TensorDataset:
     "vector", "points", "text"). ``class_info`` holds per-class tensors with ``num_classes`` rows
     (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float). Text datasets hold token ids
     (N, L) int64 and their ``vocab`` (id → token; see :mod:`kdscope.datasets.text`).
+    ``annotation`` says in one sentence where the foreground flags come from (the report
+    prints it: e.g. a lexicon's words for sentence-level sentiment files).
     """
 
     inputs: Tensor
@@ -65,6 +67,7 @@ class TensorDataset:
     class_names: list[str] = field(default_factory=list)
     class_info: dict[str, Tensor] = field(default_factory=dict)
     vocab: tuple[str, ...] = ()
+    annotation: str = ""
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -124,6 +127,7 @@ class TensorDataset:
             class_names=list(self.class_names),
             class_info=dict(self.class_info),
             vocab=self.vocab,
+            annotation=self.annotation,
         )
 
 
