@@ -311,7 +311,7 @@ def test_unit_maps() -> None:
     mask[0, 3, 3] = True  # a quarter of cell 3, its centre element (1,1) of the cell
     assert grid.foreground(mask).tolist() == [[True, False, False, False]]
     assert grid.foreground(mask, "center_sample").tolist() == [[False, False, False, True]]
-    rows = per_row((4, 3), lengths=torch.tensor([2, 4]))
+    rows = per_row((4, 3), excluded=torch.tensor([[False, False, True, True], [False] * 4]))
     assert rows.valid.tolist() == [[True, True, False, False], [True, True, True, True]]
     assert rows.expand(torch.ones(2, 4))[0].sum() == 6
     with pytest.raises(Exception, match="must divide"):

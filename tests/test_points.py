@@ -168,7 +168,7 @@ def test_point_units_adjoint_and_foreground() -> None:
     ]
     shared = point_units(5, problems=3)
     assert shared.problems == 3 and shared.valid.all()
-    with pytest.raises(KdscopeError, match="padding must be"):
+    with pytest.raises(KdscopeError, match="excluded rows must be"):
         point_units(4, padding=torch.zeros(2, 5, dtype=torch.bool))
 
 

@@ -12,6 +12,7 @@ Output layout (stable; other tools may read it)::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,7 +30,7 @@ from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
-from kdscope.models import build_model, resolve_layer
+from kdscope.models import MODELS, build_model, resolve_layer
 from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, run_steps, train_run
 from kdscope.trajectory import checkpoint_epochs
 from kdscope.weight_search import WeightSearchRun
@@ -175,6 +176,25 @@ def _validate_models(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group
             resolve_layer(model, layer)
 
 
+def bind_vocabulary(cfg: StudyConfig, data: DataSplits) -> StudyConfig:
+    """The study with the dataset's vocabulary size given to every model that takes a
+    ``vocab_size`` and was not given one (text models: the study file need not know how many
+    words the training split holds). Other studies are returned unchanged."""
+    size = len(data.train.vocab)
+    if not size:
+        return cfg
+    raw = cfg.model_dump(mode="json")
+    models = [raw["teacher"]["model"], raw["student"]["model"]]
+    models += [s["model"] for s in raw["students"] if s.get("model")]
+    for m in models:
+        if (
+            "vocab_size" not in m
+            and "vocab_size" in inspect.signature(MODELS.get(m["name"])).parameters
+        ):
+            m["vocab_size"] = size
+    return StudyConfig.model_validate(raw)
+
+
 def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
     resolved = cfg.to_yaml()
     existing = out_dir / "study.yaml"
@@ -294,6 +314,7 @@ def run_study(
 
     out_dir = Path(out_dir)
     full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
+    cfg = bind_vocabulary(cfg, full)
     groups = plan_groups(cfg)
     _validate_models(cfg, full, groups)  # fail before anything is written
     data, student_data = teacher_data(cfg, full), transfer_data(cfg, full)

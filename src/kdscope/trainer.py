@@ -150,7 +150,7 @@ def check_model_io(model: nn.Module, x: Tensor, num_classes: int, what: str) -> 
     try:
         with torch.no_grad():
             out = model(x[:2])
-    except RuntimeError as e:
+    except (RuntimeError, IndexError) as e:  # IndexError: a token id beyond the embedding
         first = str(e).splitlines()[0]
         raise KdscopeError(
             f"{what} cannot process inputs of shape {tuple(x.shape[1:])}: {first}"

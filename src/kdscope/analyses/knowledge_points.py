@@ -44,6 +44,7 @@ from kdscope.knowledge_points.estimator import EstimatorSettings
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
+    from kdscope.datasets.base import TensorDataset
     from kdscope.study import Group, Run, StudyResult
 
 PAPERS_SETTING = (
@@ -94,6 +95,7 @@ class KnowledgePointsAnalysis(Analysis):
         effective_filter: bool = True,
         rho_include_initial: bool = True,
         include_teacher: bool = True,
+        qa_count_question: bool = False,
         seed: int = 0,
     ) -> None:
         if mode not in ("fast", "reference"):
@@ -116,6 +118,7 @@ class KnowledgePointsAnalysis(Analysis):
             include_teacher,
             seed,
         )
+        self.qa_count_question = qa_count_question
         self.options = {
             "mode": mode,
             "candidates": candidates,
@@ -126,6 +129,7 @@ class KnowledgePointsAnalysis(Analysis):
             "mask_rule": mask_rule,
             "effective_filter": effective_filter,
             "rho_include_initial": rho_include_initial,
+            "qa_count_question": qa_count_question,
             "late_fraction": 4 / 15,
             "seed": seed,
         }
@@ -162,7 +166,8 @@ class KnowledgePointsAnalysis(Analysis):
         train = study.student_data.train
         gen = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(train), generator=gen)[: self.candidates]
-        inputs, foreground = train.inputs[idx], train.foreground[idx]
+        inputs = train.inputs[idx]
+        foreground, counted = counted_units(train, idx, self.qa_count_question)
         networks = self._networks(study)
         total = sum(
             len(run.plan.checkpoints) * len(idx) for g in networks for run in g.runs.values()
@@ -177,7 +182,7 @@ class KnowledgePointsAnalysis(Analysis):
                     for layer in layers:
                         bar.set_postfix_str(f"{g.name} seed {seed} {layer}")
                         trajs[g.name, seed, layer] = self._trajectory(
-                            study, g, run, layer, inputs, foreground, bar.update
+                            study, g, run, layer, inputs, foreground, counted, bar.update
                         )
         finally:
             bar.close()
@@ -225,6 +230,7 @@ class KnowledgePointsAnalysis(Analysis):
         layer: str,
         inputs: torch.Tensor,
         foreground: torch.Tensor,
+        counted: torch.Tensor | None,
         progress: Any,
     ) -> EntropyTrajectory:
         path = cache_path(study.out_dir, g.name, run.plan.seed, layer)
@@ -250,6 +256,7 @@ class KnowledgePointsAnalysis(Analysis):
             target=self.target if self.effective_filter else None,
             mask_rule=self.mask_rule,
             progress=progress,
+            counted=counted,
         )
         skipped = (len(inputs) - len(traj.candidates)) * len(epochs)
         progress(skipped)
@@ -340,6 +347,22 @@ class KnowledgePointsAnalysis(Analysis):
         from kdscope.analyses.knowledge_points_report import render
 
         return render(result, study)
+
+
+def counted_units(
+    data: TensorDataset, idx: torch.Tensor, count_question: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Foreground flags of the inputs at ``idx`` and the units counted as foreground or
+    background (None: all). QA inputs (a ``context_start`` tag) count only context tokens
+    (spec §8.3); with ``count_question`` their question tokens count too, as foreground."""
+    foreground = data.foreground[idx]
+    if "context_start" not in data.tags:
+        return foreground, None
+    positions = torch.arange(data.inputs.shape[1])[None, :]
+    question = positions < data.tags["context_start"][idx].long()[:, None]
+    if count_question:
+        return foreground | question, None
+    return foreground, ~question
 
 
 def _d_var(rows: np.ndarray) -> np.ndarray:

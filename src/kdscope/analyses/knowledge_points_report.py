@@ -18,6 +18,7 @@ import numpy as np
 
 from kdscope import io
 from kdscope.analyses.knowledge_points import cache_path
+from kdscope.datasets.text import EXCLUDED_IDS, PAD_ID
 from kdscope.knowledge_points.diagnosis import (
     EXPECTED,
     HYPOTHESES,
@@ -382,6 +383,8 @@ def _examples(result: dict[str, Any], study: StudyResult, layer: str) -> str:
     chosen = _choose_examples(maps)
     if not chosen:
         return "<p class='note'>Example entropy maps omitted: no input was analysed.</p>"
+    if study.student_data.train.modality == "text":
+        return _token_examples(result, study, layer, maps, chosen)
     return _examples_figure(result, study, layer, maps, chosen)
 
 
@@ -457,6 +460,71 @@ def _examples_figure(
         fontsize=10,
     )
     return figure_html(fig, f"example entropy maps with knowledge points, layer {layer}")
+
+
+def _token_examples(
+    result: dict[str, Any],
+    study: StudyResult,
+    layer: str,
+    maps: dict[str, Maps],
+    chosen: list[int],
+) -> str:
+    """Text inputs as rows of tokens: per example the tokens (foreground underlined), then one
+    row per network with each token shaded by its final entropy (one colour scale per
+    example) and its knowledge points boxed (green: foreground, red: background)."""
+    data = study.student_data.train
+    names = list(maps)
+    blocks = []
+    for c in chosen:
+        index = result["candidates"][c]
+        ids = data.inputs[index].tolist()
+        positions = [j for j, t in enumerate(ids) if t != PAD_ID]
+        fg = data.foreground[index].tolist()
+        row = [maps[n]["inputs"][c] for n in names]
+        finite = np.concatenate([m["entropy"][np.isfinite(m["entropy"])] for m in row])
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        words = "".join(
+            _token(data.vocab[ids[j]], underline=fg[j] and ids[j] not in EXCLUDED_IDS)
+            for j in positions
+        )
+        lines = [f"<tr><th>input #{index}</th><td>{words}</td></tr>"]
+        for name, m in zip(names, row, strict=True):
+            cells = "".join(_shaded_token(data.vocab[ids[j]], m, j, lo, hi) for j in positions)
+            lines.append(
+                f"<tr><th>{html.escape(name)}<br><small>{_counts(m)}</small></th>"
+                f"<td>{cells}</td></tr>"
+            )
+        blocks.append(f"<table class='tokens'>{''.join(lines)}</table>")
+    return (
+        f"<p>Final-checkpoint entropy per token, layer <code>{html.escape(layer)}</code>, seed "
+        f"{min(m['seed'] for m in maps.values())}: dark = low entropy (a token the layer uses), "
+        "light = high; <span style='outline:2px solid #2a2'>boxed green</span> = foreground "
+        "knowledge point, <span style='outline:2px solid #d22'>boxed red</span> = background "
+        "knowledge point; underlined words are foreground; grey = not counted (padding, "
+        "&lt;sep&gt;, a question's tokens).</p>" + "".join(blocks)
+    )
+
+
+def _token(word: str, underline: bool = False, style: str = "", title: str = "") -> str:
+    deco = "text-decoration:underline;" if underline else ""
+    tip = f" title='{html.escape(title)}'" if title else ""
+    return (
+        f"<span style='display:inline-block;margin:1px;padding:0 3px;{deco}{style}'{tip}>"
+        f"{html.escape(word)}</span>"
+    )
+
+
+def _shaded_token(word: str, m: dict[str, Any], j: int, lo: float, hi: float) -> str:
+    """A token on its entropy's viridis colour, boxed when it is a knowledge point."""
+    h = float(m["entropy"][j])
+    if not math.isfinite(h):
+        return _token(word, style="color:#999")
+    r, g, b, _ = plt.get_cmap("viridis")((h - lo) / (hi - lo) if hi > lo else 0.5)
+    ink = "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "#fff"
+    style = f"background:rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f});color:{ink};"
+    if m["points"] is not None and m["points"][j]:
+        style += f"outline:2px solid {'#2a2' if m['foreground'][j] else '#d22'};"
+    return _token(word, style=style, title=f"H = {h:.2f} nats")
 
 
 def _cloud_xy(study: StudyResult, index: int) -> np.ndarray | None:

@@ -83,7 +83,9 @@ class Vocabulary:
         alphabetical, so the result does not depend on the order of ``texts``), at most
         ``max_size`` entries in all."""
         counts = Counter(t for text in texts for t in text if t not in SPECIALS)
-        ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t)
+        )
         room = None if max_size is None else max(0, max_size - len(SPECIALS))
         return cls(SPECIALS + tuple(ranked[:room]))
 

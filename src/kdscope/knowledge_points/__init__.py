@@ -42,6 +42,7 @@ from kdscope.knowledge_points.units import (
     per_element,
     per_row,
     point_units,
+    token_units,
 )
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "per_row",
     "point_counts",
     "point_units",
+    "token_units",
     "spearman",
     "stability",
     "unit_sensitivity",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdscope.datasets.text import EXCLUDED_IDS
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points import metrics
 from kdscope.knowledge_points.estimator import (
@@ -28,7 +29,7 @@ from kdscope.knowledge_points.estimator import (
     perturbed_tensor,
     resolve_scale,
 )
-from kdscope.knowledge_points.units import UnitMap, image_grid, point_units
+from kdscope.knowledge_points.units import UnitMap, image_grid, point_units, token_units
 
 # Metric name -> direction expected for a distilled student against its baseline (spec §6).
 EXPECTED: dict[str, str] = {
@@ -114,18 +115,23 @@ def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> Un
 
 
 #: the modalities whose inputs have a unit map (spec §2.4)
-UNIT_MODALITIES = ("image", "points")
+UNIT_MODALITIES = ("image", "points", "text")
 
 
 def input_units(
     modality: str, model: nn.Module, inputs: Tensor, grid: int | None = None
 ) -> UnitMap:
     """The unit map of a modality's perturbed tensor (spec §2.4): image grid cells
-    (:func:`image_units`) or one unit per point of (N, P, 3) clouds, σ shared over x, y, z."""
+    (:func:`image_units`), one unit per point of (N, P, 3) clouds (σ shared over x, y, z) or
+    one unit per token of (N, L) ids (σ shared over the embedding dimensions of the model's
+    ``embed`` output; padding and ``<sep>`` excluded)."""
     if modality == "image":
         return image_units(model, inputs, grid)
     if modality == "points":
         return point_units(inputs.shape[1])
+    if modality == "text":
+        dim = perturbed_tensor(model, inputs[:1]).shape[-1]
+        return token_units(inputs, dim, EXCLUDED_IDS)
     raise KdscopeError(f"the {modality} modality has no unit map yet")
 
 
@@ -143,13 +149,18 @@ def entropy_trajectory(
     mask_rule: str = "majority",
     chunk: int = 16,
     progress: Callable[[int], None] | None = None,
+    counted: Tensor | None = None,
 ) -> EntropyTrajectory:
     """Entropy maps of ``inputs`` (candidates, in order) at ``layer`` of every checkpoint.
 
     Candidates are processed in chunks of ``chunk``; with ``target`` set, processing stops once
     that many are effective (the reference analyses inputs one at a time until 50 are). An
     input whose foreground or background is empty is never effective. ``progress`` is called
-    with the number of (input, checkpoint) problems done.
+    with the number of (input, checkpoint) problems done. ``counted`` (I, n) bool restricts
+    the units that are counted as foreground or background (a QA question's tokens are
+    perturbed and enter the mean entropy, but only context tokens are counted, spec §8.3);
+    default: every unit. The scale s of each checkpoint is resolved once over all ``inputs``,
+    so the maps do not depend on ``chunk``.
     """
     settings = settings or EstimatorSettings()
     k = len(checkpoints)
@@ -157,6 +168,11 @@ def entropy_trajectory(
         raise ValueError("need one epoch and one distance per checkpoint")
     fg_units = units.foreground(foreground, mask_rule).numpy()
     valid_all = units.valid.expand(inputs.shape[0], -1).numpy()
+    if counted is not None:
+        valid_all = valid_all & counted.numpy()
+    per_checkpoint = [
+        replace(settings, scale=resolve_scale(m, inputs, settings)) for m in checkpoints
+    ]
     late = np.asarray(epochs) >= late_fraction * max(epochs)
     parts: list[dict[str, np.ndarray]] = []
     n_effective = 0
@@ -167,7 +183,10 @@ def entropy_trajectory(
             if units.problems == 1
             else UnitMap(units.assignment[a:b], units.n_units, units.shape, units.grid)
         )
-        maps = [estimate(m, layer, inputs[a:b], um, settings) for m in checkpoints]
+        maps = [
+            estimate(m, layer, inputs[a:b], um, st)
+            for m, st in zip(checkpoints, per_checkpoint, strict=True)
+        ]
         if progress is not None:
             progress((b - a) * k)
         ent = torch.stack([r.entropy for r in maps], 1).numpy().astype(np.float32)

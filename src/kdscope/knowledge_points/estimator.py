@@ -257,10 +257,15 @@ def entropy_of(sigma: Tensor) -> Tensor:
 
 
 def resolve_scale(model: nn.Module, inputs: Tensor, settings: EstimatorSettings) -> float:
-    """The scale s of §2.5: ``settings.scale`` if given; else 1 when noise is added after the
-    model's normaliser, otherwise the per-element standard deviation of ``inputs``."""
+    """The scale s of §2.5: ``settings.scale`` if given; else the model's own
+    ``perturbation_scale(inputs)`` if it declares one (text models: the RMS of the real tokens'
+    embeddings); else 1 when noise is added after the model's normaliser, otherwise the
+    per-element standard deviation of ``inputs``."""
     if settings.scale is not None:
         return settings.scale
+    own = getattr(model, "perturbation_scale", None)
+    if callable(own):
+        return float(own(inputs))
     if perturbation_path(model) is not None:
         return 1.0
     return float(inputs.double().std()) or 1.0

@@ -122,33 +122,38 @@ def image_grid(shape: Sequence[int], grid: int = 16, problems: int = 1) -> UnitM
     return UnitMap(unit.expand(problems, -1).contiguous(), grid * grid, (c, h, w), (grid, cell))
 
 
-def per_row(shape: Sequence[int], lengths: Tensor | None = None) -> UnitMap:
+def per_row(shape: Sequence[int], excluded: Tensor | None = None, problems: int = 1) -> UnitMap:
     """One unit per leading row of an (N, D) tensor, shared over the D trailing elements (a point
-    and its x, y, z; a token and its embedding dimensions). ``lengths`` (P,) marks rows ≥ length
-    as excluded (padding)."""
+    and its x, y, z; a token and its embedding dimensions). ``excluded`` (P, N) bool marks the
+    rows of each of P problems that are not units (padding, special tokens): they get σ = 0 in
+    ``expand``, 0 in ``unit_sums``, are not ``valid`` and are never foreground. Without it the
+    map is shared by ``problems`` problems."""
     n, d = (int(v) for v in shape)
     rows = torch.arange(n).repeat_interleave(d)[None, :]
-    if lengths is None:
-        return UnitMap(rows.clone(), n, (n, d))
-    keep = rows < lengths.view(-1, 1)
-    return UnitMap(torch.where(keep, rows, torch.full_like(rows, -1)), n, (n, d))
+    if excluded is None:
+        return UnitMap(rows.expand(problems, -1).contiguous(), n, (n, d))
+    if excluded.dim() != 2 or excluded.shape[1] != n:
+        raise KdscopeError(f"excluded rows must be (problems, {n}), got {tuple(excluded.shape)}")
+    out = excluded.bool().repeat_interleave(d, dim=1)
+    return UnitMap(torch.where(out, -1, rows), n, (n, d))
 
 
 def point_units(n_points: int, problems: int = 1, padding: Tensor | None = None) -> UnitMap:
-    """One unit per point of (n_points, 3) point clouds, shared over its x, y, z (spec §2.4):
-    element (j, a) belongs to unit j. ``padding`` (P, n_points) bool marks excluded points
-    (True = padding, at any position) of each of P problems; they get σ = 0 in ``expand``, 0
-    in ``unit_sums``, are not ``valid`` and are never foreground. Without it the map is shared
-    by ``problems`` problems."""
+    """One unit per point of (n_points, 3) point clouds, shared over its x, y, z (spec §2.4);
+    ``padding`` (P, n_points) bool marks excluded points (True = padding, at any position)."""
     if n_points < 1:
         raise KdscopeError(f"a point cloud needs at least one point, got {n_points}")
-    rows = per_row((n_points, 3)).assignment
-    if padding is None:
-        return UnitMap(rows.expand(problems, -1).contiguous(), n_points, (n_points, 3))
-    if padding.dim() != 2 or padding.shape[1] != n_points:
-        raise KdscopeError(f"padding must be (problems, {n_points}), got {tuple(padding.shape)}")
-    excluded = padding.bool().repeat_interleave(3, dim=1)
-    return UnitMap(torch.where(excluded, -1, rows), n_points, (n_points, 3))
+    return per_row((n_points, 3), padding, problems)
+
+
+def token_units(ids: Tensor, embed_dim: int, excluded_ids: Sequence[int]) -> UnitMap:
+    """One unit per token of (P, L) token ids, shared over its ``embed_dim`` embedding
+    dimensions (spec §2.4); tokens whose id is in ``excluded_ids`` (padding, special tokens)
+    are not units."""
+    if ids.dim() != 2:
+        raise KdscopeError(f"token ids must be (problems, length), got {tuple(ids.shape)}")
+    excluded = torch.isin(ids, torch.tensor(list(excluded_ids), dtype=ids.dtype))
+    return per_row((ids.shape[1], embed_dim), excluded)
 
 
 def per_element(shape: Sequence[int]) -> UnitMap:

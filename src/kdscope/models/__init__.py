@@ -4,7 +4,7 @@ A user's own ``nn.Module`` can be registered with ``register_model`` (a construc
 ``num_classes``) or passed directly to the analyses' Python API.
 """
 
-from kdscope.models import cnn, mlp, pointnet, vector  # noqa: F401  (register the built-in models)
+from kdscope.models import cnn, mlp, pointnet, text, vector  # noqa: F401  (register the built-in models)
 from kdscope.models.hooks import Outputs, capture, forward_with_features, get_module, resolve_layer
 from kdscope.models.registry import MODELS, build_model, list_models, register_model
 

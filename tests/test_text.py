@@ -1,0 +1,244 @@
+"""Text inputs: tokeniser and vocabulary, per-token units (the closed-form σ test of spec §10.1
+with noise on the embeddings), the text models and the QA span convention."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from kp_fixtures import FIXTURE_A, H_A, SIGMA_A
+from torch import nn
+
+from kdscope.analyses.knowledge_points import counted_units
+from kdscope.datasets.base import TensorDataset
+from kdscope.datasets.text import (
+    PAD_ID,
+    SEP_ID,
+    UNK_ID,
+    Vocabulary,
+    pad_ids,
+    span_class,
+    span_of,
+    token_spans,
+    tokenize,
+)
+from kdscope.errors import KdscopeError
+from kdscope.knowledge_points.diagnosis import input_units
+from kdscope.knowledge_points.estimator import (
+    HALF_LOG_2PIE,
+    EstimatorSettings,
+    estimate,
+    layer_probe,
+    unit_sensitivity,
+)
+from kdscope.knowledge_points.units import token_units
+from kdscope.models import build_model
+from kdscope.models.text import TokenModel, real_tokens
+from kdscope.trainer import check_model_io
+
+# -- tokeniser and vocabulary -----------------------------------------------------------------
+
+
+def test_tokeniser_keeps_offsets_and_clitics() -> None:
+    text = "It isn't BAD, it 's 'great' ca n't"
+    spans = token_spans(text)
+    assert [t for t, _, _ in spans] == [
+        "it", "isn't", "bad", ",", "it", "'s", "'", "great", "'", "ca", "n't",
+    ]  # fmt: skip
+    assert all(text[a:b].lower() == t for t, a, b in spans)
+    assert tokenize("A-b") == ["a", "-", "b"]
+
+
+def test_vocabulary_order_encoding_and_padding() -> None:
+    texts = [["b", "a", "b"], ["c", "b", "a", "<pad>"]]
+    v = Vocabulary.build(texts)
+    assert v.tokens == ("<pad>", "<unk>", "<sep>", "b", "a", "c")  # by count, ties alphabetical
+    assert Vocabulary.build(texts[::-1]).tokens == v.tokens  # independent of the order
+    assert Vocabulary.build(texts, max_size=4).tokens == ("<pad>", "<unk>", "<sep>", "b")
+    assert Vocabulary.build(texts, min_count=2).tokens[3:] == ("b", "a")
+    assert v.encode(["a", "zzz"]) == [4, UNK_ID]
+    assert pad_ids([[3, 4, 5], [6]], 2).tolist() == [[3, 4], [6, PAD_ID]]
+    with pytest.raises(ValueError, match="special"):
+        Vocabulary(("a", "b"))
+
+
+def test_span_class_round_trip() -> None:
+    start, end = torch.tensor([0, 3, 5]), torch.tensor([0, 4, 6])
+    label = span_class(start, end, 7)
+    assert label.tolist() == [0, 25, 41]
+    s, e = span_of(label, 7)
+    assert s.tolist() == start.tolist() and e.tolist() == end.tolist()
+
+
+# -- per-token units: the closed-form σ of spec §10.1 ------------------------------------------
+
+DIM = 3
+SPLIT = torch.tensor([1 / 2, 1 / 3, 1 / 6]).sqrt()  # a token's weight spread over its 3 dims
+
+
+class LinearOnEmbeddings(TokenModel):
+    """f(ids) = W·flatten(embed(ids)) + a with a fixed embedding table (noise on its output)."""
+
+    def __init__(self, weight: torch.Tensor, table: torch.Tensor) -> None:
+        super().__init__(table.shape[0], table.shape[1])
+        self.embed.weight.data = table.clone()
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        self.fc.weight.data = weight.clone().float()
+        self.fc.bias.data.fill_(0.3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(ids).flatten(1))
+
+
+def _token_weight(per_token: torch.Tensor) -> torch.Tensor:
+    return (per_token[:, :, None] * SPLIT).flatten(1)
+
+
+def _closed_form(sigma_f: float, c: torch.Tensor, m: int, scale: float) -> torch.Tensor:
+    star = torch.sqrt(7.0 * m * sigma_f / (2 * len(c) * c.double()))
+    return star.clamp(0.001 * scale, scale)
+
+
+def test_token_units_exclude_padding_and_separator() -> None:
+    ids = torch.tensor([[5, SEP_ID, 6, PAD_ID], [7, 8, 9, 10]])
+    units = token_units(ids, DIM, (PAD_ID, SEP_ID))
+    assert units.valid.tolist() == [[True, False, True, False], [True] * 4]
+    full = units.expand(torch.ones(2, 4))
+    assert full.shape == (2, 4, DIM) and full[0].sum() == 2 * DIM
+    fg = torch.tensor([[True, True, False, False], [False, True, False, False]])
+    assert units.foreground(fg).tolist() == [
+        [True, False, False, False],
+        [False, True, False, False],
+    ]
+    assert real_tokens(ids).tolist() == units.valid.tolist()
+
+
+def test_token_fixture_sensitivity_is_exact() -> None:
+    table = torch.randn(12, DIM)
+    model = LinearOnEmbeddings(_token_weight(FIXTURE_A), table)
+    ids = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]])
+    with layer_probe(model, "fc") as fn:
+        c, m = unit_sensitivity(
+            fn, ids, token_units(ids, DIM, ()), EstimatorSettings(feature_transform="identity")
+        )
+    assert m == 2
+    assert torch.allclose(c, torch.tensor([[1.0, 4.0, 9.0, 0.0]]).double().expand(2, -1))
+
+
+@pytest.mark.parametrize("variant", ["tokens", "special", "embedding_scale"])
+def test_optimum_mode_reaches_the_closed_form_per_token(variant: str) -> None:
+    """σ* = sqrt(λ M σ_f / (2 n c_u)) per token, noise added to the embeddings.
+
+    ``special``: a <sep> and two padding positions with large weights sit among the 4 real
+    tokens; they are not units, get no noise and do not count in n, so σ is unchanged.
+    ``embedding_scale``: an embedding table of RMS ≈ 4 and no fixed scale: s = the RMS of the
+    real tokens' embeddings (§2.5), so σ* = s · (fixture A's σ*), the ignored token at s.
+    """
+    torch.manual_seed(0)
+    table = torch.randn(12, DIM) * (4.0 if variant == "embedding_scale" else 1.0)
+    table[PAD_ID] = 0.0
+    per_token, ids = FIXTURE_A, torch.tensor([[3, 4, 5, 6]])
+    if variant == "special":
+        order = [0, 4, 1, 2, 5, 3]
+        per_token = torch.cat([FIXTURE_A, torch.full((2, 2), 5.0)], 1)[:, order]
+        ids = torch.tensor([[3, SEP_ID, 4, 5, PAD_ID, 6]])
+    model = LinearOnEmbeddings(_token_weight(per_token), table)
+    units = input_units("text", model, ids)
+    fixed = variant != "embedding_scale"
+    settings = EstimatorSettings(
+        mode="optimum", samples=4096, lam=7, feature_transform="identity",
+        scale=1.0 if fixed else None,
+    )  # fmt: skip
+    res = estimate(model, "fc", ids, units, settings)
+    scale = 1.0
+    if not fixed:
+        real = table[ids[0][real_tokens(ids)[0]]]
+        scale = float(real.double().pow(2).mean().sqrt())
+        assert res.scale == pytest.approx(scale) and scale > 2
+    valid = units.valid[0]
+    c = units.unit_sums(_token_weight(per_token).double().pow(2).sum(0)[None])[0][valid]
+    assert c.tolist() == pytest.approx([1.0, 4.0, 9.0, 0.0])
+    sigma = res.sigma[0][valid]
+    star = _closed_form(float(res.sigma_f[0]), c, 2, scale)
+    assert (sigma.log() - star.log()).abs().max() <= 0.03
+    assert (sigma.log() - (scale * SIGMA_A).log()).abs().max() <= 0.05
+    assert (res.entropy[0][valid] - math.log(scale) - H_A).abs().max() <= 0.05
+    assert torch.allclose(res.entropy[0][valid], sigma.log() + HALF_LOG_2PIE)
+    assert res.entropy[0][~valid].isnan().all()
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["text_cnn", "text_cnn_large", "text_transformer"])
+def test_text_classifiers_ignore_padding(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 2, vocab_size=40).eval()
+    ids = torch.randint(3, 40, (3, 7))
+    padded = torch.cat([ids, torch.full((3, 5), PAD_ID)], 1)
+    assert torch.allclose(model(ids), model(padded), atol=1e-5)
+    empty = torch.full((1, 4), PAD_ID)
+    assert torch.isfinite(model(empty)).all()
+    for layer in model.diagnosable:
+        dict(model.named_modules())[layer]  # every diagnosable layer exists
+
+
+def test_text_model_scale_is_the_rms_of_real_token_embeddings() -> None:
+    model = build_model("text_cnn", 2, vocab_size=10)
+    ids = torch.tensor([[3, 4, SEP_ID, PAD_ID]])
+    e = model.embed.weight[[3, 4]].detach().double()
+    assert model.perturbation_scale(ids) == pytest.approx(float(e.pow(2).mean().sqrt()))
+
+
+def test_span_model_logits_factorise() -> None:
+    """Joint logits s_i + e_j: softmax is the product of the start and end distributions, so the
+    span cross-entropy is the start plus the end cross-entropy (spec §8.3)."""
+    torch.manual_seed(0)
+    length = 6
+    model = build_model("span_transformer", length * length, vocab_size=20, dim=16, heads=2)
+    ids = torch.tensor([[5, 6, SEP_ID, 7, 8, 9], [5, SEP_ID, 7, 8, PAD_ID, PAD_ID]])
+    z = model(ids)
+    assert z.shape == (2, length * length)
+    start, end = model.span.proj(_final_states(model, ids)).unbind(-1)
+    p = z.softmax(1).view(2, length, length)
+    assert torch.allclose(p, start.softmax(1)[:, :, None] * end.softmax(1)[:, None, :], atol=1e-6)
+    label = span_class(torch.tensor([3, 2]), torch.tensor([4, 3]), length)
+    joint = F.cross_entropy(z, label)
+    parts = F.cross_entropy(start, torch.tensor([3, 2])) + F.cross_entropy(
+        end, torch.tensor([4, 3])
+    )
+    assert joint.item() == pytest.approx(parts.item(), rel=1e-5)
+    with pytest.raises(KdscopeError, match="L\\*L"):
+        build_model("span_transformer", 10, vocab_size=20)
+
+
+def _final_states(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model.encode(ids)[0]
+
+
+def test_a_token_id_beyond_the_vocabulary_is_one_clear_error() -> None:
+    model = build_model("text_cnn", 2, vocab_size=5)
+    with pytest.raises(KdscopeError, match="cannot process"):
+        check_model_io(model, torch.tensor([[3, 9]]), 2, "model 'text_cnn'")
+
+
+def test_qa_counts_context_tokens_only() -> None:
+    ids = torch.tensor([[5, 6, SEP_ID, 7, 8, PAD_ID], [5, SEP_ID, 7, 8, 9, 10]])
+    fg = torch.tensor(
+        [[False, False, False, True, False, False], [False, False, False, False, True, False]]
+    )
+    data = TensorDataset(
+        ids, torch.zeros(2, dtype=torch.long), fg, 36, "text",
+        tags={"context_start": torch.tensor([3, 2])},
+    )  # fmt: skip
+    idx = torch.tensor([1, 0])
+    foreground, counted = counted_units(data, idx, count_question=False)
+    assert foreground.tolist() == fg[idx].tolist()
+    assert counted.tolist() == [
+        [False, False, True, True, True, True],
+        [False, False, False, True, True, True],
+    ]
+    foreground, counted = counted_units(data, idx, count_question=True)
+    assert counted is None and foreground[1, :2].all() and foreground[0, 0]
