@@ -189,6 +189,7 @@ class KnowledgePointsAnalysis(Analysis):
         result: dict[str, Any] = {
             "settings": {**self.options, **next(iter(trajs.values())).info},
             "candidates": [int(i) for i in idx],
+            "assumptions": assumptions(study, self.grid, self.qa_count_question),
             "note": PAPERS_SETTING,
             "layers": {},
         }
@@ -347,6 +348,71 @@ class KnowledgePointsAnalysis(Analysis):
         from kdscope.analyses.knowledge_points_report import render
 
         return render(result, study)
+
+
+#: where each modality's unit, exclusions and scale come from (spec §2.4, §2.5, §8)
+_UNITS = {
+    "image": (
+        "a cell of the {grid} grid, σ shared over its pixels and channels",
+        "none",
+        "1 after the model's normaliser; else the pixel std of the diagnosed inputs",
+        "spec §2.4",
+    ),
+    "points": (
+        "one point, σ shared over x, y, z",
+        "padding points (none in fixed-size clouds)",
+        "the coordinate std of the diagnosed inputs (the spec says over the training set)",
+        "spec §8.1 [assumption]",
+    ),
+    "text": (
+        "one token, σ shared over its embedding dimensions; noise added to the output of the "
+        "model's embedding",
+        "padding and <sep>",
+        "the RMS of the diagnosed inputs' real-token embeddings at each checkpoint (the spec "
+        "says the embedding table without padding; rows of words absent from the inputs "
+        "never enter them)",
+        "spec §8.2 [assumption]",
+    ),
+}
+
+
+def assumptions(study: StudyResult, grid: int | None, count_question: bool) -> list[dict[str, str]]:
+    """The choices behind this study's knowledge points that the papers leave open (spec §8,
+    §9), one row each: what, the choice used here, and where the choice comes from."""
+    data = study.student_data.train
+    unit, excluded, scale, source = _UNITS[data.modality]
+    side = f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"
+    rows = [
+        ("dataset", f"{study.config.dataset.name}", "study file"),
+        ("foreground", data.annotation or "the dataset's foreground masks", source),
+        ("unit", unit.format(grid=side), source),
+        ("excluded units", excluded, "spec §2.4"),
+        ("scale s", scale, "spec §2.5"),
+        (
+            "models",
+            f"teacher {study.config.teacher.model.label()}, students "
+            f"{study.config.student.model.label()}",
+            source if data.modality != "image" else "study file",
+        ),
+    ]
+    if "context_start" in data.tags:
+        rows += [
+            (
+                "counted units",
+                "context and question tokens (question tokens as foreground)"
+                if count_question
+                else "context tokens; question tokens are perturbed and enter the mean "
+                "entropy but are not counted",
+                "spec §8.3 [assumption], option qa_count_question",
+            ),
+            (
+                "prediction diagnosed",
+                "the answer span: joint logits s_i + e_j over (start, end), so cross-entropy "
+                "and KD are the sums of their start and end terms (twice the spec's mean)",
+                "spec §8.3",
+            ),
+        ]
+    return [{"what": w, "choice": c, "source": src} for w, c, src in rows]
 
 
 def counted_units(

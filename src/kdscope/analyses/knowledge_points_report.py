@@ -118,7 +118,8 @@ def _intro(result: dict[str, Any]) -> str:
     b = s.get("b", 0.2)
     intro = (
         "<p>For each diagnosed layer, network and checkpoint, the estimator finds the largest "
-        "Gaussian noise per input unit (grid cell) that the layer cannot tell apart from the clean "
+        "Gaussian noise per input unit (grid cell, point or token) that the layer cannot tell "
+        "apart from the clean "
         "input; its entropy H measures how much of the unit the layer <em>ignores</em>. "
         f"<b>Knowledge points</b> are units whose entropy is more than b = {_setting(b)} nats "
         "below the background level H̄ (mean entropy over background units): N<sub>fg</sub> and "
@@ -132,7 +133,24 @@ def _intro(result: dict[str, Any]) -> str:
     )
     note = f"<p class='note'>{html.escape(result.get('note', ''))}</p>" if "note" in result else ""
     n_cand = len(result.get("candidates", []))
-    return intro + note + _settings_table(s, n_cand)
+    return (
+        intro
+        + note
+        + _assumptions_table(result.get("assumptions", []))
+        + _settings_table(s, n_cand)
+    )
+
+
+def _assumptions_table(rows: list[dict[str, str]]) -> str:
+    """The choices the papers leave open, as used in this study (spec §8, §9)."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><th>{html.escape(r['what'])}</th><td>{html.escape(r['choice'])}</td>"
+        f"<td class='note'>{html.escape(r['source'])}</td></tr>"
+        for r in rows
+    )
+    return f"<table class='settings'><caption>Choices and assumptions</caption>{body}</table>"
 
 
 def _settings_table(s: dict[str, Any], n_candidates: int) -> str:

@@ -265,6 +265,10 @@ def cloud_dataset(
         num_classes=len(class_names),
         modality="points",
         class_names=class_names,
+        annotation=(
+            "object points (sampled on the shape's surface) are foreground, the added clutter "
+            "points background (spec §8.1 assumption: object datasets have no background)"
+        ),
     )
 
 

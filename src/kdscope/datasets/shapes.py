@@ -809,6 +809,7 @@ def shapes(
                 modality="image",
                 tags=tags,
                 class_names=CLASS_NAMES[: cfg.num_classes],
+                annotation="the pixels of the drawn object are foreground (exact masks)",
             )
         )
     return DataSplits(train=splits[0], test=splits[1])
