@@ -231,7 +231,7 @@ def test_qa_counts_context_tokens_only() -> None:
     )
     data = TensorDataset(
         ids, torch.zeros(2, dtype=torch.long), fg, 36, "text",
-        tags={"context_start": torch.tensor([3, 2])},
+        tags={"context_start": torch.tensor([3, 2])}, task="span",
     )  # fmt: skip
     idx = torch.tensor([1, 0])
     foreground, counted = counted_units(data, idx, count_question=False)

@@ -395,7 +395,7 @@ def assumptions(study: StudyResult, grid: int | None, count_question: bool) -> l
             source if data.modality != "image" else "study file",
         ),
     ]
-    if "context_start" in data.tags:
+    if data.task == "span":
         rows += [
             (
                 "counted units",
@@ -419,10 +419,10 @@ def counted_units(
     data: TensorDataset, idx: torch.Tensor, count_question: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Foreground flags of the inputs at ``idx`` and the units counted as foreground or
-    background (None: all). QA inputs (a ``context_start`` tag) count only context tokens
+    background (None: all). Span (QA) inputs count only context tokens
     (spec §8.3); with ``count_question`` their question tokens count too, as foreground."""
     foreground = data.foreground[idx]
-    if "context_start" not in data.tags:
+    if data.task != "span":
         return foreground, None
     positions = torch.arange(data.inputs.shape[1])[None, :]
     question = positions < data.tags["context_start"][idx].long()[:, None]

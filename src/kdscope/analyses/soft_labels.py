@@ -71,6 +71,14 @@ class SoftLabelAnalysis(Analysis):
             raise ValueError("temperatures must be positive")
         self.temperatures = tuple(float(t) for t in temperatures)
 
+    def applies_to(self, study: StudyResult) -> str | None:
+        if study.data.train.task == "span":
+            return (
+                "class-relation matrices need named classes; the classes of extractive QA are "
+                "its L² answer spans"
+            )
+        return None
+
     def run(self, study: StudyResult) -> dict[str, Any]:
         v = teacher_logits(study, "train")
         y = split_labels(study, "train")

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -55,7 +55,10 @@ class TensorDataset:
     (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float). Text datasets hold token ids
     (N, L) int64 and their ``vocab`` (id → token; see :mod:`kdscope.datasets.text`).
     ``annotation`` says in one sentence where the foreground flags come from (the report
-    prints it: e.g. a lexicon's words for sentence-level sentiment files).
+    prints it: e.g. a lexicon's words for sentence-level sentiment files). ``task`` is
+    ``"classification"`` (labels name classes) or ``"span"`` (extractive QA: labels are answer
+    spans, :func:`kdscope.datasets.text.span_class`, and the tag ``context_start`` marks where
+    each row's context begins).
     """
 
     inputs: Tensor
@@ -68,6 +71,7 @@ class TensorDataset:
     class_info: dict[str, Tensor] = field(default_factory=dict)
     vocab: tuple[str, ...] = ()
     annotation: str = ""
+    task: Literal["classification", "span"] = "classification"
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -128,6 +132,7 @@ class TensorDataset:
             class_info=dict(self.class_info),
             vocab=self.vocab,
             annotation=self.annotation,
+            task=self.task,
         )
 
 

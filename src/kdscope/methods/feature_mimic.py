@@ -57,7 +57,7 @@ def upstream_of_layer(model: nn.Module, path: str, x: Tensor) -> tuple[list[str]
             if name:
                 hooks.append(module.register_forward_hook(keep(name)))
         with torch.enable_grad(), capture(model, [path]) as store:
-            model(x.detach().clone().requires_grad_(True))
+            model(x.detach().clone().requires_grad_(x.is_floating_point()))  # ids: no grad
         feature = store[path]
         if not feature.requires_grad:
             return [], []
