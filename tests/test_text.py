@@ -242,3 +242,61 @@ def test_qa_counts_context_tokens_only() -> None:
     ]
     foreground, counted = counted_units(data, idx, count_question=True)
     assert counted is None and foreground[1, :2].all() and foreground[0, 0]
+
+
+# -- studies end to end ---------------------------------------------------------------------
+
+
+def _tiny_study(dataset: dict, teacher: dict, student: dict, layers: list[str], extra: list):
+    from kdscope.config import parse_study
+
+    train = {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.003}
+    return parse_study(
+        {
+            "dataset": dataset,
+            "teacher": {"model": teacher, "train": train},
+            "student": {"model": student, "train": train},
+            "students": [{"method": "kd"}],
+            "seeds": [0],
+            "layers": layers,
+            "checkpoints": [0, 1, 2],
+            # two epochs train no network whose background entropy exceeds its foreground's
+            # (the "effective" rule); the filter is off so every analysed input is measured
+            "analyses": [
+                "accuracy",
+                {"name": "knowledge_points", "candidates": 4, "target": None,
+                 "effective_filter": False},
+                *extra,
+            ],
+        }
+    )  # fmt: skip
+
+
+def test_knowledge_points_run_on_a_tiny_sentiment_study(tmp_path) -> None:
+    """Text end to end: the vocabulary size reaches the models, one σ per real token, the
+    logit-level analyses run, image-only ones are skipped with a note, tokens in the report."""
+    from kdscope import io
+    from kdscope.study import run_study
+
+    cfg = _tiny_study(
+        {"name": "sentiment", "n_train": 64, "n_test": 32},
+        {"name": "text_transformer", "dim": 16, "heads": 2},
+        {"name": "text_cnn", "width": 8},
+        ["last_conv"],
+        ["calibration", "localisation"],
+    )
+    result = run_study(cfg, tmp_path, quiet=True)
+    vocab = len(result.data.train.vocab)
+    assert result.config.teacher.model.params["vocab_size"] == vocab  # bound from the dataset
+    summary = io.read_json(tmp_path / "summary.json")["analyses"]
+    kp = summary["knowledge_points"]
+    assert kp["settings"]["perturbation_space"] == "embed"
+    n = real_tokens(result.student_data.train.inputs[kp["candidates"]]).sum(1)
+    assert kp["settings"]["units_n_range"] == [int(n.min()), int(n.max())]
+    assert kp["settings"]["units_n"] == pytest.approx(float(n.double().mean()), abs=0.05)
+    assert {a["what"] for a in kp["assumptions"]} >= {"foreground", "unit", "scale s"}
+    assert set(kp["layers"]["last_conv"]["networks"]) == {"teacher", "baseline", "kd"}
+    assert "ece" in summary["calibration"]["groups"]["kd"]
+    assert summary["localisation"]["skipped"].startswith("Grad-CAM needs images")
+    report = (tmp_path / "report.html").read_text()
+    assert "class='tokens'" in report and "Choices and assumptions" in report

@@ -153,6 +153,14 @@ def _assumptions_table(rows: list[dict[str, str]]) -> str:
     return f"<table class='settings'><caption>Choices and assumptions</caption>{body}</table>"
 
 
+def _units_n(s: dict[str, Any]) -> str:
+    """n, or for inputs of different lengths the mean n with its range."""
+    lo, hi = s.get("units_n_range", [None, None])
+    if lo is None or lo == hi:
+        return _setting(s.get("units_n"))
+    return f"{_setting(s.get('units_n'))} (mean; {lo}–{hi})"
+
+
 def _settings_table(s: dict[str, Any], n_candidates: int) -> str:
     """The estimator and metric settings actually used, three per row."""
     grid = s.get("grid")
@@ -165,7 +173,7 @@ def _settings_table(s: dict[str, Any], n_candidates: int) -> str:
         ("mode", _setting(s.get("mode"))),
         ("perturbation space", _setting(s.get("perturbation_space"))),
         ("scale s", _setting(s.get("scale_s"))),
-        ("units n", _setting(s.get("units_n"))),
+        ("units n", _units_n(s)),
         ("λ", _setting(s.get("lambda"))),
         ("learning rate", _setting(s.get("lr"))),
         ("target mean entropy", _setting(s.get("target_mean_entropy"))),

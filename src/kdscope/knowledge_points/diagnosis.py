@@ -241,15 +241,18 @@ def _effective(
 def estimator_info(
     model: nn.Module, units: UnitMap, settings: EstimatorSettings, inputs: Tensor
 ) -> dict[str, Any]:
-    """The constants actually used (spec §2.5: the report states s, n, λ, η and the target)."""
+    """The constants actually used (spec §2.5: the report states s, n, λ, η and the target);
+    where inputs differ in n (texts), n is their mean (and range) and η the one at that n."""
     scale = resolve_scale(model, inputs, settings)
-    n = int(units.valid[0].sum())
+    counts = units.valid.sum(1)
+    n = float(counts.double().mean())  # inputs of texts have their own n (their real tokens)
     lr = settings.lr * scale**2 * (n / settings.reference_units if settings.lr_unit_scaling else 1)
     return {
         "mode": settings.mode,
         "perturbation_space": perturbation_path(model) or "input",
         "scale_s": scale,
-        "units_n": n,
+        "units_n": int(n) if n.is_integer() else round(n, 1),
+        "units_n_range": [int(counts.min()), int(counts.max())],
         "lambda": settings.lam if settings.lam is not None else default_lambda(model),
         "lr": lr,
         "target_mean_entropy": settings.target + math.log(scale),
