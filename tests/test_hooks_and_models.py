@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -17,11 +19,17 @@ def _hook_count(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_classifies_and_exposes_its_layers(name: str) -> None:
-    model = build_model(name, num_classes=7).eval()
-    x = torch.rand(2, *getattr(model, "input_shape", (3, 32, 32)))
+    # text models read 7 token ids from a vocabulary of 20 (the span model: 7² span classes)
+    text = "vocab_size" in inspect.signature(MODELS.get(name)).parameters
+    classes = 49 if name.startswith("span") else 7
+    model = build_model(name, num_classes=classes, **({"vocab_size": 20} if text else {})).eval()
+    if text:
+        x = torch.randint(3, 20, (2, 7))
+    else:
+        x = torch.rand(2, *getattr(model, "input_shape", (3, 32, 32)))
     paths = [resolve_layer(model, r) for r in model.roles] + list(model.diagnosable)
     out = forward_with_features(model, x, paths)
-    assert out.logits.shape == (2, 7)
+    assert out.logits.shape == (2, classes)
     assert set(out.features) == set(paths)
     assert torch.equal(out.features[resolve_layer(model, "logits")], out.logits)
     assert _hook_count(model) == 0
