@@ -118,6 +118,8 @@ class ClassGeometryAnalysis(Analysis):
         self.permutations = permutations
 
     def applies_to(self, study: StudyResult) -> str | None:
+        if study.data.num_classes < 3:
+            return "class-distance orders need at least three classes"
         try:
             logit_layer(study.teacher_model)
             for g in study.groups.values():
