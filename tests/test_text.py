@@ -300,3 +300,46 @@ def test_knowledge_points_run_on_a_tiny_sentiment_study(tmp_path) -> None:
     assert summary["localisation"]["skipped"].startswith("Grad-CAM needs images")
     report = (tmp_path / "report.html").read_text()
     assert "class='tokens'" in report and "Choices and assumptions" in report
+
+
+def test_knowledge_points_run_on_a_tiny_qa_study(tmp_path) -> None:
+    """Extractive QA end to end: span classes as the prediction, per-token maps that count
+    context tokens only, KD and feature mimicking on token inputs, class relations skipped."""
+    from kdscope import io
+    from kdscope.study import run_study
+
+    cfg = _tiny_study(
+        {
+            "name": "qa",
+            "n_train": 48,
+            "n_test": 16,
+            "question_length": 8,
+            "context_length": 24,
+            "facts": [2, 2],
+            "distractors": 1,
+        },
+        {"name": "span_transformer", "dim": 16, "heads": 2},
+        {"name": "span_transformer", "dim": 16, "heads": 2},
+        ["block1"],
+        ["soft_labels", "rescaling"],
+    )
+    cfg = cfg.model_copy(
+        update={"students": (*cfg.students, type(cfg.students[0])(method="feature_mimic",
+                                                                  name="mimic", layer="block1"))}
+    )  # fmt: skip
+    result = run_study(cfg, tmp_path, quiet=True)
+    train = result.student_data.train
+    length = train.inputs.shape[1]
+    assert train.task == "span" and result.data.num_classes == length * length
+    summary = io.read_json(tmp_path / "summary.json")["analyses"]
+    assert "class-relation" in summary["soft_labels"]["skipped"]
+    assert "students" in summary["rescaling"]
+    kp = summary["knowledge_points"]
+    rows = {a["what"]: a["choice"] for a in kp["assumptions"]}
+    assert rows["counted units"].startswith("context tokens")
+    assert set(kp["layers"]["block1"]["networks"]) == {"teacher", "baseline", "kd", "mimic"}
+    cached = io.load_npz(tmp_path / "analyses/knowledge_points/kd/seed0/block1.npz")
+    idx = torch.as_tensor(kp["candidates"])[: len(cached["valid"])]
+    question = torch.arange(length)[None, :] < train.tags["context_start"][idx][:, None]
+    assert not cached["valid"][question.numpy()].any()  # question tokens are never counted
+    assert cached["valid"].any(1).all()

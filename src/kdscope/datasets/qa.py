@@ -1,11 +1,12 @@
 """``qa`` (a generated extractive QA task) and ``squad`` (SQuAD JSON files): span prediction.
 
-Both datasets hold one row of L = question_length + 1 + context_length token ids per example
-(spec §8.3): the question's tokens (at most ``question_length``), ``<sep>``, the context's tokens
-(at most ``context_length``), packed, then padded with ``<pad>`` to L. The context therefore
-starts right after ``<sep>``, at the tag ``"context_start"`` (it moves with the question's
-length). The label is the span class ``start · L + end`` (:func:`~kdscope.datasets.text.span_class`)
-of the answer's first and last token, as absolute positions in the row (``num_classes = L²``).
+Both are span datasets (``task="span"``, spec §8.3) holding one row of
+L = question_length + 1 + context_length token ids per example: the question's tokens (at most
+``question_length``), ``<sep>``, the context's tokens (at most ``context_length``), packed, then
+padded with ``<pad>`` to L. The context therefore starts right after ``<sep>``, at the tag
+``"context_start"`` (it moves with the question's length). The label is the span class
+``start · L + end`` (:func:`~kdscope.datasets.text.span_class`) of the answer's first and last
+token, as absolute positions in the row (``num_classes = L²``).
 Foreground flags (spec §8.3) lie on context tokens only: the answer span and the evidence tokens;
 question tokens, ``<sep>`` and padding are never foreground. The vocabulary is built from the
 training rows alone (:meth:`~kdscope.datasets.text.Vocabulary.build`), so a test word outside it
@@ -172,10 +173,10 @@ def _dataset(
     annotation: str,
     tags: dict[str, Sequence[int]],
 ) -> TensorDataset:
-    """A ``"text"`` dataset of rows ``[question] <sep> [context] <pad>...`` of length
-    L = question_length + 1 + context_length, labels the answer's span class in the row and
-    foreground on the answer and evidence tokens; ``tags`` adds per-example int tags to
-    ``context_start`` and ``answer_length``."""
+    """A ``"text"`` span dataset (``task="span"``) of rows ``[question] <sep> [context]
+    <pad>...`` of length L = question_length + 1 + context_length, labels the answer's span
+    class in the row and foreground on the answer and evidence tokens; ``tags`` adds per-example
+    int tags to ``context_start`` and ``answer_length``."""
     length = question_length + 1 + context_length
     rows, starts, ends = [], [], []
     foreground = np.zeros((len(examples), length), dtype=bool)
@@ -199,6 +200,7 @@ def _dataset(
         tags={k: torch.tensor(v, dtype=torch.int64) for k, v in all_tags.items()},
         vocab=vocab.tokens,
         annotation=annotation,
+        task="span",
     )
 
 
@@ -408,10 +410,10 @@ def qa(
         filler: in [0, 1], the probability of a filler sentence in each gap between facts.
 
     Returns:
-        :class:`DataSplits` of ``"text"`` datasets: inputs int64 (N, L) token ids, labels the
-        answer's span class (``num_classes = L²``), foreground bool (N, L) on the answer and
-        evidence tokens; tags ``context_start``, ``answer_length``, ``question_type`` (index
-        into :data:`QUESTION_TYPES`) and ``n_facts``.
+        :class:`DataSplits` of ``"text"`` span datasets (``task="span"``): inputs int64 (N, L)
+        token ids, labels the answer's span class (``num_classes = L²``), foreground bool
+        (N, L) on the answer and evidence tokens; tags ``context_start``, ``answer_length``,
+        ``question_type`` (index into :data:`QUESTION_TYPES`) and ``n_facts``.
     """
     n_train = check_int("n_train", n_train, 1)
     n_test = check_int("n_test", n_test, 1)
@@ -633,8 +635,8 @@ def squad(
         seed: non-negative integer; the same seed and files give bit-identical tensors.
 
     Returns:
-        :class:`DataSplits` of ``"text"`` datasets: inputs int64 (N, L) token ids,
-        L = question_length + 1 + context_length, labels the answer's span class
+        :class:`DataSplits` of ``"text"`` span datasets (``task="span"``): inputs int64 (N, L)
+        token ids, L = question_length + 1 + context_length, labels the answer's span class
         (``num_classes = L²``), foreground bool (N, L) on the answer and evidence tokens; tags
         ``context_start`` and ``answer_length``.
     """
