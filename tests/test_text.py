@@ -35,7 +35,7 @@ from kdscope.knowledge_points.estimator import (
 )
 from kdscope.knowledge_points.units import token_units
 from kdscope.models import build_model
-from kdscope.models.text import TokenModel, real_tokens
+from kdscope.models.text import TokenModel, context_positions, real_tokens
 from kdscope.trainer import check_model_io
 
 # -- tokeniser and vocabulary -----------------------------------------------------------------
@@ -192,30 +192,51 @@ def test_text_model_scale_is_the_rms_of_real_token_embeddings() -> None:
     assert model.perturbation_scale(ids) == pytest.approx(float(e.pow(2).mean().sqrt()))
 
 
-def test_span_model_logits_factorise() -> None:
+@pytest.mark.parametrize("name", ["span_transformer", "span_lstm"])
+def test_span_model_logits_factorise(name: str) -> None:
     """Joint logits s_i + e_j: softmax is the product of the start and end distributions, so the
-    span cross-entropy is the start plus the end cross-entropy (spec §8.3)."""
+    span cross-entropy is the start plus the end cross-entropy (spec §8.3); spans outside the
+    context get no mass."""
     torch.manual_seed(0)
     length = 6
-    model = build_model("span_transformer", length * length, vocab_size=20, dim=16, heads=2)
+    model = build_model(name, length * length, vocab_size=20, dim=16).eval()
     ids = torch.tensor([[5, 6, SEP_ID, 7, 8, 9], [5, SEP_ID, 7, 8, PAD_ID, PAD_ID]])
     z = model(ids)
     assert z.shape == (2, length * length)
-    start, end = model.span.proj(_final_states(model, ids)).unbind(-1)
+    start, end = model.span.start_end(*_head_inputs(model, ids))
     p = z.softmax(1).view(2, length, length)
     assert torch.allclose(p, start.softmax(1)[:, :, None] * end.softmax(1)[:, None, :], atol=1e-6)
+    context = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    assert context_positions(ids).equal(context)
+    inside = (context[:, :, None] & context[:, None, :]).flatten(1)
+    assert float(z.detach().softmax(1)[~inside].max()) < 1e-12 and torch.isfinite(z).all()
     label = span_class(torch.tensor([3, 2]), torch.tensor([4, 3]), length)
     joint = F.cross_entropy(z, label)
     parts = F.cross_entropy(start, torch.tensor([3, 2])) + F.cross_entropy(
         end, torch.tensor([4, 3])
     )
     assert joint.item() == pytest.approx(parts.item(), rel=1e-5)
+    padded = torch.cat([ids, torch.full((2, 3), PAD_ID)], 1)
+    wide = build_model(name, 81, vocab_size=20, dim=16)
+    state = model.state_dict()
+    if "position.weight" in state:  # the same positions 0..5, three more for the padding
+        state["position.weight"] = torch.cat([state["position.weight"], torch.zeros(3, 16)])
+    wide.load_state_dict(state)
+    start9, _ = wide.eval().span.start_end(*_head_inputs(wide, padded))
+    assert torch.allclose(start9[:, :length][context], start[context], atol=1e-5)  # padding-free
     with pytest.raises(KdscopeError, match="L\\*L"):
-        build_model("span_transformer", 10, vocab_size=20)
+        build_model(name, 10, vocab_size=20)
 
 
-def _final_states(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    return model.encode(ids)[0]
+def _head_inputs(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the span head receives: the final states and the context mask."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = model.span.register_forward_pre_hook(lambda _m, args: seen.append(args))
+    try:
+        model(ids)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def test_a_token_id_beyond_the_vocabulary_is_one_clear_error() -> None:

@@ -207,16 +207,56 @@ class TextTransformer(Encoder):
         return run_head(self, self.pool(*self.encode(ids)))
 
 
+def context_positions(ids: Tensor) -> Tensor:
+    """(B, L) bool: the context tokens of ``[question] <sep> [context]`` rows (after the first
+    ``<sep>``, not padding)."""
+    after_sep = torch.cumsum((ids == SEP_ID).long(), 1) > 0
+    return after_sep & (ids != SEP_ID) & (ids != PAD_ID)
+
+
 class SpanHead(nn.Module):
-    """(B, L, d) → (B, L·L) joint span logits z_{iL+j} = s_i + e_j from start/end logits."""
+    """(B, L, d) states and (B, L) context mask → (B, L·L) joint span logits
+    z_{iL+j} = s_i + e_j from start/end logits. Positions outside the context get start and end
+    logits ``MARGIN`` below the lowest context logit of their row (a probability below
+    e^−30 of any context position's: answers lie in the context), finite so that entropies and
+    KL terms stay defined."""
+
+    MARGIN = 30.0
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, 2)
 
-    def forward(self, h: Tensor) -> Tensor:
-        start, end = self.proj(h).unbind(-1)
+    def start_end(self, h: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L) start and end logits, positions outside the context pushed down."""
+        z = self.proj(h)  # (B, L, 2)
+        keep = context | ~context.any(1, keepdim=True)  # a row without context keeps all
+        low = z.masked_fill(~keep[..., None], math.inf).amin(1, keepdim=True).detach()
+        z = torch.where(keep[..., None], z, low - self.MARGIN)
+        return z[..., 0], z[..., 1]
+
+    def forward(self, h: Tensor, context: Tensor) -> Tensor:
+        start, end = self.start_end(h, context)
         return (start[:, :, None] + end[:, None, :]).flatten(1)
+
+
+def _span_length(num_classes: int) -> int:
+    length = math.isqrt(num_classes)
+    if length * length != num_classes:
+        raise ValueError(
+            f"a span model needs L*L span classes for inputs of L tokens, got {num_classes}"
+        )
+    return length
+
+
+def _span_roles(model: nn.Module, blocks: list[str]) -> None:
+    model.roles = {
+        "middle": blocks[(len(blocks) - 1) // 2],
+        "last_conv": blocks[-1],
+        "penultimate": blocks[-1],
+        "logits": "span",
+    }
+    model.diagnosable = tuple(blocks)
 
 
 class SpanTransformer(Encoder):
@@ -224,28 +264,55 @@ class SpanTransformer(Encoder):
     embeddings tell the two apart) and a linear start/end head ``span``; ``num_classes`` = L²
     span classes for inputs of L tokens (spec §8.3)."""
 
-    diagnosable: tuple[str, ...] = ()
-
     def __init__(self, num_classes: int, vocab_size: int, dim: int, depth: int, heads: int) -> None:
-        length = math.isqrt(num_classes)
-        if length * length != num_classes:
-            raise ValueError(
-                f"a span model needs L*L span classes for inputs of L tokens, got {num_classes}"
-            )
-        super().__init__(vocab_size, dim, depth, heads, length, segments=True)
+        super().__init__(vocab_size, dim, depth, heads, _span_length(num_classes), segments=True)
         self.span = SpanHead(dim)
-        last = self.block_names[-1]
-        self.roles = {
-            "middle": self.block_names[(depth - 1) // 2],
-            "last_conv": last,
-            "penultimate": last,
-            "logits": "span",
-        }
-        self.diagnosable = tuple(self.block_names)
+        _span_roles(self, self.block_names)
 
     def forward(self, ids: Tensor) -> Tensor:
         h, _ = self.encode(ids)
-        return self.span(h)
+        return self.span(h, context_positions(ids))
+
+
+class LSTMBlock(nn.Module):
+    """A bidirectional LSTM over the unpadded tokens of each row (packed, so padding never
+    reaches a real token): (B, L, d_in) → (B, L, 2·hidden), 0 at padded positions."""
+
+    def __init__(self, d_in: int, hidden: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(d_in, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, True, total_length=h.shape[1])
+        return out * mask[..., None]
+
+
+class SpanLSTM(TokenModel):
+    """Extractive QA with stacked bidirectional LSTMs ``block1..blockN`` over token + segment
+    embeddings and the start/end head ``span`` (rows hold their tokens first, then padding)."""
+
+    def __init__(self, num_classes: int, vocab_size: int, dim: int, depth: int) -> None:
+        super().__init__(vocab_size, dim)
+        if depth < 1:
+            raise ValueError("depth must be positive")
+        _span_length(num_classes)
+        self.segment = nn.Embedding(2, dim)
+        self.block_names = [f"block{i}" for i in range(1, depth + 1)]
+        for i, name in enumerate(self.block_names):
+            self.add_module(name, LSTMBlock(dim if i == 0 else 2 * dim, dim))
+        self.span = SpanHead(2 * dim)
+        _span_roles(self, self.block_names)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        mask = ids != PAD_ID
+        after_sep = torch.cumsum((ids == SEP_ID).long(), 1) > 0
+        h = self.embed(ids) + self.segment(after_sep.long())
+        for name in self.block_names:
+            h = getattr(self, name)(h, mask)
+        return self.span(h, context_positions(ids))
 
 
 @register_model("text_cnn")
@@ -285,3 +352,9 @@ def span_transformer(
 ) -> SpanTransformer:
     """Span-prediction Transformer for extractive QA (``num_classes`` = L² for L tokens)."""
     return SpanTransformer(num_classes, vocab_size, dim, depth, heads)
+
+
+@register_model("span_lstm")
+def span_lstm(num_classes: int, vocab_size: int, dim: int = 64, depth: int = 2) -> SpanLSTM:
+    """Span-prediction BiLSTM for extractive QA (``num_classes`` = L² for L tokens)."""
+    return SpanLSTM(num_classes, vocab_size, dim, depth)
