@@ -68,6 +68,8 @@ def hierarchical_bootstrap(
     chosen = rng.integers(0, k, size=(n_boot, k))
     stats = inner[chosen, np.arange(n_boot)[:, None], np.arange(k)[None, :]].mean(1)
     alpha = (1 - level) / 2
+    if np.isnan(stats).all():  # an undefined statistic (e.g. a correlation of constant rows)
+        return float("nan"), float("nan")
     lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
