@@ -187,7 +187,11 @@ class KnowledgePointsAnalysis(Analysis):
         finally:
             bar.close()
         result: dict[str, Any] = {
-            "settings": {**self.options, **next(iter(trajs.values())).info},
+            "settings": {
+                **self.options,
+                **next(iter(trajs.values())).info,
+                "modality": train.modality,
+            },
             "candidates": [int(i) for i in idx],
             "assumptions": assumptions(study, self.grid, self.qa_count_question),
             "note": PAPERS_SETTING,
@@ -381,6 +385,8 @@ def assumptions(study: StudyResult, grid: int | None, count_question: bool) -> l
     §9), one row each: what, the choice used here, and where the choice comes from."""
     data = study.student_data.train
     unit, excluded, scale, source = _UNITS[data.modality]
+    if data.task == "span":
+        source = "spec §8.3 [assumption]"
     side = f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"
     rows = [
         ("dataset", f"{study.config.dataset.name}", "study file"),

@@ -153,6 +153,12 @@ def _assumptions_table(rows: list[dict[str, str]]) -> str:
     return f"<table class='settings'><caption>Choices and assumptions</caption>{body}</table>"
 
 
+def _grid(modality: str, grid: int | None) -> str:
+    if modality != "image":
+        return f"– (units: {html.escape(modality)})"
+    return f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"
+
+
 def _units_n(s: dict[str, Any]) -> str:
     """n, or for inputs of different lengths the mean n with its range."""
     lo, hi = s.get("units_n_range", [None, None])
@@ -178,7 +184,7 @@ def _settings_table(s: dict[str, Any], n_candidates: int) -> str:
         ("learning rate", _setting(s.get("lr"))),
         ("target mean entropy", _setting(s.get("target_mean_entropy"))),
         ("b (nats)", _setting(s.get("b"))),
-        ("grid", f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"),
+        ("grid", _grid(s.get("modality", "image"), grid)),
         ("background level", _setting(s.get("background_level"))),
         ("mask rule", _setting(s.get("mask_rule"))),
         ("effective filter", _setting(s.get("effective_filter"))),
