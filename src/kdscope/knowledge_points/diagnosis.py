@@ -209,7 +209,7 @@ def entropy_trajectory(
         keep = np.cumsum(out["effective"]) <= target
         out["effective"] = out["effective"] & keep
     model = checkpoints[-1]
-    info = estimator_info(model, units, settings, inputs)
+    info = estimator_info(model, units, per_checkpoint[-1], inputs)  # its s already resolved
     return EntropyTrajectory(
         **out,
         epochs=np.asarray(epochs, dtype=np.int64),

@@ -30,10 +30,12 @@ from kdscope.models.registry import register_model
 
 def real_tokens(ids: Tensor) -> Tensor:
     """(B, L) bool: True at tokens that are units (not padding or special, spec §2.4)."""
-    keep = torch.ones_like(ids, dtype=torch.bool)
-    for special in EXCLUDED_IDS:
-        keep &= ids != special
-    return keep
+    return ~torch.isin(ids, torch.tensor(EXCLUDED_IDS, dtype=ids.dtype))
+
+
+def after_separator(ids: Tensor) -> Tensor:
+    """(B, L) bool: positions from the first ``<sep>`` on (a QA row's context segment)."""
+    return torch.cumsum((ids == SEP_ID).long(), 1) > 0
 
 
 class TokenModel(nn.Module):
@@ -167,8 +169,7 @@ class Encoder(TokenModel):
         mask = ids != PAD_ID
         h = self.embed(ids) + self.position.weight[: ids.shape[1]]
         if self.segment is not None:
-            after_sep = torch.cumsum((ids == SEP_ID).long(), 1) > 0
-            h = h + self.segment(after_sep.long())
+            h = h + self.segment(after_separator(ids).long())
         for name in self.block_names:
             h = getattr(self, name)(h, mask)
         return self.norm(h) * mask[..., None], mask
@@ -210,8 +211,7 @@ class TextTransformer(Encoder):
 def context_positions(ids: Tensor) -> Tensor:
     """(B, L) bool: the context tokens of ``[question] <sep> [context]`` rows (after the first
     ``<sep>``, not padding)."""
-    after_sep = torch.cumsum((ids == SEP_ID).long(), 1) > 0
-    return after_sep & (ids != SEP_ID) & (ids != PAD_ID)
+    return after_separator(ids) & real_tokens(ids)
 
 
 class SpanHead(nn.Module):
@@ -308,8 +308,7 @@ class SpanLSTM(TokenModel):
 
     def forward(self, ids: Tensor) -> Tensor:
         mask = ids != PAD_ID
-        after_sep = torch.cumsum((ids == SEP_ID).long(), 1) > 0
-        h = self.embed(ids) + self.segment(after_sep.long())
+        h = self.embed(ids) + self.segment(after_separator(ids).long())
         for name in self.block_names:
             h = getattr(self, name)(h, mask)
         return self.span(h, context_positions(ids))
