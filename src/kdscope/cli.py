@@ -19,6 +19,7 @@ EPILOG = """examples:
                                                      distilling (relations, confidence)
   kdscope bench training                             cost of trajectory logging and teacher caching
   kdscope bench knowledge-points                     fast vs reference knowledge-point estimator
+  kdscope bench verdicts                             calibration of the verdicts in null studies
 
 A run killed at any point resumes where it stopped when the same command is run again."""
 
@@ -66,11 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure kdscope's costs side by side (prints ratios)")
     bench.add_argument(
         "name",
-        choices=["training", "knowledge-points"],
+        choices=["training", "knowledge-points", "verdicts"],
         help="training: cost of trajectory logging and teacher caching; knowledge-points: fast "
-        "vs reference information discarding (speed ratio and agreement)",
+        "vs reference information discarding (speed ratio and agreement); verdicts: false-"
+        "positive rate of the verdict intervals in simulated null studies, and their power "
+        "(exits 1 if a rate exceeds the nominal 5 %% by more than 0.01)",
     )
     bench.add_argument("--repeats", type=int, help="timings per variant (median kept)")
+    bench.add_argument("--studies", type=int, help="verdicts: null studies per row (4000)")
 
     lst = sub.add_parser(
         "list", help="list registered models, methods, datasets, analyses or presets"
@@ -146,9 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from kdscope.bench import BENCHMARKS, format_rows
 
-            options = {} if args.repeats is None else {"repeats": args.repeats}
-            print(format_rows(BENCHMARKS[args.name](**options)))
-            return 0
+            options = {k: v for k, v in (("repeats", args.repeats), ("studies", args.studies)) if v}
+            rows = BENCHMARKS[args.name](**options)
+            print(format_rows(rows))
+            return 1 if any(r.get("calibrated") is False for r in rows) else 0
         return _list(args.what)
     except KdscopeError as e:
         print(f"kdscope: error: {e}", file=sys.stderr)
