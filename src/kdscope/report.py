@@ -27,7 +27,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
 .better,.holds{color:#067d17;font-weight:bold}.worse,.contradicts{color:#b00020;font-weight:bold}
 .inconclusive{color:#8a6d00}.note{color:#666}pre{background:#f7f7f7;padding:1em;overflow:auto}
-img{max-width:100%}
+img{max-width:100%}.guards{border:2px solid #b00020;padding:0 1em;margin:1em 0}
 """
 
 
@@ -41,6 +41,8 @@ def figure_html(fig: Figure, alt: str = "") -> str:
 
 
 def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[str, Any]:
+    from kdscope.analyses.guards import study_guards
+
     models = {}
     for g in study.groups.values():
         seeds = {
@@ -73,6 +75,7 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
         },
         "models": models,
         **({"weight_search": study.weight_search} if study.weight_search else {}),
+        "guards": study_guards(study, study.results),
         "analyses": analyses,
     }
 
@@ -116,6 +119,25 @@ def _models_table(summary: dict[str, Any]) -> str:
     )
 
 
+def _guards_html(guards: list[dict[str, str]]) -> str:
+    """The sanity guards as a box at the top of the report (nothing when none applies)."""
+    if not guards:
+        return (
+            "<p class='note'>Sanity guards: none raised (every model above chance, the teacher "
+            "ahead of its students, enough seeds and inputs).</p>"
+        )
+    items = "".join(
+        f"<li><b class='{'worse' if g['severity'] == 'error' else 'inconclusive'}'>"
+        f"{html.escape(g['guard'])}</b>: {html.escape(g['message'])}. "
+        f"<i>Fix:</i> {html.escape(g['fix'])}.</li>"
+        for g in guards
+    )
+    return (
+        "<div class='guards'><h2>Read this first: what limits these verdicts</h2>"
+        f"<ul>{items}</ul></div>"
+    )
+
+
 def render_report(
     study: StudyResult, outcomes: list[AnalysisOutcome], summary: dict[str, Any]
 ) -> str:
@@ -126,6 +148,7 @@ def render_report(
         f"Dataset {html.escape(cfg.dataset.name)}: {study.data.num_classes} classes, "
         f"{len(study.data.test)} test inputs; the teacher trains on {len(study.data.train)} "
         f"training inputs, baselines and students on {len(study.student_data.train)}.</p>",
+        _guards_html(summary["guards"]),
         "<h2>Models</h2>",
         _models_table(summary),
     ]
@@ -164,10 +187,86 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def fmt_summary(s: dict[str, Any], digits: int = 3, sign: bool = False) -> str:
-    """``mean [lo, hi]`` of a :func:`kdscope.stats.summarise` result (``n/a`` when missing)."""
+def fmt_interval(s: dict[str, Any], digits: int = 3, sign: bool = False) -> str:
+    """``[lo, hi]`` of a :func:`kdscope.stats.summarise` result; with too few seeds for an
+    interval, ``no interval (k seed)``."""
+    lo, hi = s["ci95"]
+    if lo != lo or hi != hi:  # NaN
+        n = s.get("n_seeds", 0)
+        return f"no interval ({n} seed{'s' if n != 1 else ''})"
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f"[{f.format(lo)}, {f.format(hi)}]"
+
+
+def fmt_summary(s: dict[str, Any] | None, digits: int = 3, sign: bool = False) -> str:
+    """``mean [lo, hi]`` of a :func:`kdscope.stats.summarise` result (``n/a`` when missing or
+    undefined); undefined seeds are counted after it."""
     if not s or s.get("mean") is None or s["mean"] != s["mean"]:  # missing or NaN
         return "n/a"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
-    lo, hi = s["ci95"]
-    return f"{f.format(s['mean'])} [{f.format(lo)}, {f.format(hi)}]"
+    out = f"{f.format(s['mean'])} {fmt_interval(s, digits, sign)}"
+    if s.get("undefined_seeds"):
+        out += f" ({len(s['undefined_seeds'])} seed(s) undefined)"
+    return out
+
+
+PREMISE_TEXT = {
+    "met": "met",
+    "unmet": "<b>unmet</b>",
+    "uncertain": "uncertain",
+    "too few seeds": "too few seeds",
+}
+
+
+def premise_note(premises: dict[str, str]) -> str:
+    """The property-transfer premise per distilled student, as a sentence."""
+    if not premises:
+        return ""
+    items = "; ".join(
+        f"{html.escape(n)} {PREMISE_TEXT.get(p, html.escape(p))}" for n, p in premises.items()
+    )
+    return (
+        "<p class='note'>Premise of the paper (the distilled student is more accurate than its "
+        f"independent student; paired accuracy interval above 0): {items}. Verdicts under an "
+        "unmet premise are shown but not scored as the paper's findings.</p>"
+    )
+
+
+def verdict_table(verdicts: dict[str, dict[str, dict[str, Any]]], gap: str, margin: float) -> str:
+    """One row per transfer record (:func:`kdscope.analyses.study_views.transfer_record`):
+    where it was measured, the student, its teacher-ward gap, its effect beyond each control,
+    the premise and the verdict."""
+    from kdscope.verdicts import css
+
+    rows = [
+        [
+            html.escape(where),
+            html.escape(n),
+            fmt_summary(r["gap"], sign=True),
+            "; ".join(
+                f"{html.escape(c)}: {fmt_summary(d, sign=True)}" for c, d in r["controls"].items()
+            )
+            or "none",
+            PREMISE_TEXT.get(r["premise"], html.escape(r["premise"])),
+            f"<span class='{css(r['verdict'])}'>{html.escape(r['verdict'])}</span>",
+        ]
+        for where, per in verdicts.items()
+        for n, r in per.items()
+    ]
+    return (
+        f"<p class='note'>Verdict rule: <i>no transfer</i> needs the 90 % interval of the gap "
+        f"inside ±{margin:g} (two one-sided tests); <i>transfers</i> needs the 95 % interval "
+        "above 0 and the student's effect beyond every control (distilled − control, paired by "
+        "seed) above 0, else <i>confounded</i>.</p>"
+        + table(
+            [
+                "measured on",
+                "student",
+                html.escape(gap),
+                "beyond the control (distilled − control)",
+                "premise",
+                "verdict",
+            ],
+            rows,
+        )
+    )

@@ -1,9 +1,10 @@
 """Accuracy of every model with intervals, and each distilled student against its baseline.
 
-Per model group: test accuracy per seed, mean, std and a 95 % hierarchical-bootstrap interval
-(seeds, then test inputs). Per distilled student: the paired difference student − baseline on
-the same test inputs, seed k against seed k, with its interval; the verdict is ``better`` /
-``worse`` when the interval excludes 0, ``inconclusive`` otherwise.
+Per model group: test accuracy per seed, mean, std and a 95 % t interval with seeds as the unit
+of replication (seeds × shared test inputs; :mod:`kdscope.stats`). Per distilled student: the
+paired difference student − baseline on the same test inputs, seed k against seed k, with its
+interval; the verdict (:func:`kdscope.verdicts.comparison`) is ``better`` / ``worse`` when the
+interval excludes 0, ``inconclusive`` otherwise, ``too few seeds`` below two seeds.
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ from typing import TYPE_CHECKING, Any
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired
-from kdscope.report import table
+from kdscope.report import fmt_interval, table
 from kdscope.stats import summarise
+from kdscope.verdicts import comparison, css
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
-
-
-def verdict(ci: list[float]) -> str:
-    if ci[0] > 0:
-        return "better"
-    if ci[1] < 0:
-        return "worse"
-    return "inconclusive"
 
 
 @register_analysis
@@ -36,11 +30,13 @@ class AccuracyAnalysis(Analysis):
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         correct = {g.name: correctness(study, g.name) for g in study.groups.values()}
-        groups = {name: summarise(per_seed) for name, per_seed in correct.items()}
+        groups = {
+            name: summarise(per_seed, shared_inputs=True) for name, per_seed in correct.items()
+        }
         comparisons = {}
         for g in study.by_role("student"):
-            diff = summarise(paired(correct[g.name], correct[g.baseline]))
-            comparisons[g.name] = {"baseline": g.baseline, **diff, "verdict": verdict(diff["ci95"])}
+            diff = summarise(paired(correct[g.name], correct[g.baseline]), shared_inputs=True)
+            comparisons[g.name] = {"baseline": g.baseline, **diff, "verdict": comparison(diff)}
         return {
             "n_test": len(study.data.test),
             "groups": groups,
@@ -53,7 +49,7 @@ class AccuracyAnalysis(Analysis):
                 html.escape(name),
                 f"{s['mean']:.4f}",
                 f"{s['std']:.4f}",
-                f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]",
+                fmt_interval(s, 4),
                 ", ".join(f"{v:.3f}" for v in s["per_seed"].values()),
             ]
             for name, s in result["groups"].items()
@@ -63,14 +59,15 @@ class AccuracyAnalysis(Analysis):
                 html.escape(name),
                 html.escape(c["baseline"]),
                 f"{c['mean']:+.4f}",
-                f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]",
-                f"<span class='{c['verdict']}'>{c['verdict']}</span>",
+                fmt_interval(c, 4, sign=True),
+                f"<span class='{css(c['verdict'])}'>{c['verdict']}</span>",
             ]
             for name, c in result["student_minus_baseline"].items()
         ]
         return (
-            f"<p>Test accuracy on {result['n_test']} inputs; intervals are 95 % hierarchical "
-            "bootstrap intervals (seeds, then inputs; 2,000 resamples).</p>"
+            f"<p>Test accuracy on {result['n_test']} inputs; intervals are 95 % t intervals with "
+            "seeds as the unit of replication (the test inputs shared by every seed enter as a "
+            "crossed factor; none with a single seed). Std over seeds with ddof 1.</p>"
             + table(["model", "mean", "std over seeds", "95 % interval", "per seed"], rows)
             + "<h3>Distilled − baseline (paired by seed and input)</h3>"
             + table(

@@ -2,9 +2,8 @@
 
 Per model group and seed, on the test split: accuracy, expected calibration error (15 equal-width
 confidence bins), negative log-likelihood, Brier score and mean prediction entropy
-−Σ_i p_i log p_i. NLL, Brier and entropy are means over inputs, so their intervals are
-hierarchical-bootstrap intervals (seeds, then inputs); ECE is not a mean over inputs, so its
-interval resamples inputs through the same bootstrap with ECE as the statistic. The reliability
+−Σ_i p_i log p_i, with t intervals over seeds × the shared test inputs (:mod:`kdscope.stats`);
+ECE is not a mean over inputs, so its input part comes from jackknife pseudo-values. The reliability
 diagram shows accuracy against confidence per bin, pooled over seeds.
 """
 
@@ -62,8 +61,8 @@ class CalibrationAnalysis(Analysis):
                 conf_correct[seed] = np.stack([conf, correct], axis=1)
             groups[g.name] = {
                 "role": g.role,
-                "ece": summarise(conf_correct, n_boot=1000, statistic=_ece_statistic),
-                **{k: summarise(v, n_boot=1000) for k, v in per.items()},
+                "ece": summarise(conf_correct, statistic=_ece_statistic, shared_inputs=True),
+                **{k: summarise(v, shared_inputs=True) for k, v in per.items()},
             }
             pooled = np.concatenate(list(conf_correct.values()))
             bins[g.name] = reliability(pooled[:, 0], pooled[:, 1], N_BINS)
@@ -78,7 +77,7 @@ class CalibrationAnalysis(Analysis):
         return (
             f"<p>On {result['n_test']} test inputs. ECE: {result['n_bins']} equal-width bins of "
             "the top-1 confidence, Σ_b (n_b/n)|acc_b − conf_b|. Entropy in nats. Mean over seeds "
-            "[95 % hierarchical-bootstrap interval].</p>"
+            "[95 % t interval over seeds × inputs].</p>"
             + table(["model", "role", "ECE", "NLL", "Brier", "entropy"], rows)
             + _reliability_figure(result["reliability"])
         )

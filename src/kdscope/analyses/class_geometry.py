@@ -191,7 +191,9 @@ class ClassGeometryAnalysis(Analysis):
             "layer (biases ignored). Hierarchy score = mean S over same-superclass pairs − mean "
             "over cross-superclass pairs. Distance-order τ_b: per transfer input, rank agreement "
             "between ‖h − w_i‖ and −ρ_i (teacher, τ = 1) over the wrong classes. Mean over seeds "
-            "[95 % bootstrap interval over seeds].</p>" + table(headers, rows) + _heatmaps(result)
+            "[95 % t interval over seeds; the teacher is one model].</p>"
+            + table(headers, rows)
+            + _heatmaps(result)
         )
 
 
@@ -223,7 +225,7 @@ def _teacher_as_summary(t: dict[str, Any]) -> dict[str, Any]:
     """The teacher's single values in the per-seed summary shape, for the table."""
 
     def one(x: float) -> dict[str, Any]:
-        return {"mean": x, "ci95": [x, x]}
+        return {"mean": x, "ci95": [float("nan"), float("nan")], "n_seeds": 1}
 
     out: dict[str, Any] = {
         "distance_order": one(t["distance_order"]["tau_b"]),

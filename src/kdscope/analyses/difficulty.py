@@ -2,7 +2,7 @@
 
 Test inputs are binned into ``n_bins`` equal-count bins of the teacher's ground-truth probability
 ρ¹_g on them (bin 1 = hardest, lowest teacher confidence; ties are split by input order). Per
-bin: every model's accuracy (mean over seeds with hierarchical-bootstrap intervals) and every
+bin: every model's accuracy (mean over seeds with t intervals over seeds × inputs) and every
 student's gain over the label-smoothing reference (``ls_matched`` when the study has it, else
 ``label_smoothing``, else the CE baseline), paired by seed and input. The paper's reading:
 instance-specific re-weighting (KD, KD-pt) should help differently across difficulty, whereas
@@ -50,7 +50,8 @@ def binned(study: StudyResult, bins: np.ndarray, n_bins: int, reference: str) ->
     correct = {g.name: correctness(study, g.name) for g in study.groups.values()}
     acc = {
         name: [
-            summarise({s: v[bins == b] for s, v in per.items()}, n_boot=1000) for b in range(n_bins)
+            summarise({s: v[bins == b] for s, v in per.items()}, shared_inputs=True)
+            for b in range(n_bins)
         ]
         for name, per in correct.items()
     }
@@ -60,7 +61,7 @@ def binned(study: StudyResult, bins: np.ndarray, n_bins: int, reference: str) ->
             continue
         diff = paired(correct[g.name], correct[reference])
         gains[g.name] = [
-            summarise({s: v[bins == b] for s, v in diff.items()}, n_boot=1000)
+            summarise({s: v[bins == b] for s, v in diff.items()}, shared_inputs=True)
             for b in range(n_bins)
         ]
     return {"accuracy": acc, "gain_over_reference": gains}
@@ -108,7 +109,7 @@ class DifficultyAnalysis(Analysis):
             f"<p>{result['n_test']} test inputs in {result['n_bins']} equal-count bins, bin 1 "
             f"the hardest. Gains are paired differences against <b>{html.escape(result['reference'])}"
             "</b> (the label-smoothing control), seed by seed and input by input: mean "
-            "[95 % hierarchical-bootstrap interval].</p>"
+            "[95 % t interval over seeds × inputs].</p>"
         ]
         for key, label, fmt in [
             ("teacher_confidence", "teacher ρ¹_g", "{:.3f}"),

@@ -15,8 +15,8 @@ augmentation; per checkpoint the Pearson and Spearman correlations of w and w_g 
 decile curve, and the fraction of examples where the closed form w = w_g fails (the student is
 sharper than b·q on some wrong class). With ``counterfactual``, the CE baseline's checkpoints
 are scored with the KD target too: the rescaling KD *would* apply to a student that never saw
-it. Spearman intervals rank-transform each seed's values once and bootstrap the Pearson
-correlation of the ranks.
+it. Spearman correlations rank-transform each seed's values once and take the Pearson
+correlation of the ranks; intervals are t intervals over the per-seed correlations.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _correlations(
     rho_g: dict[int, np.ndarray], w: dict[int, np.ndarray], p_g: dict[int, np.ndarray]
 ) -> dict[str, Any]:
     """Pearson, Spearman and partial Spearman (given the student's own p_g) of w with rho_g per
-    seed, mean and hierarchical interval; examples with an undefined w (p_g = 1) are left out.
+    seed, mean and t interval over seeds (inputs differ by seed); examples with an undefined w (p_g = 1) are left out.
 
     The partial correlation answers the paper's statement "at equal student confidence": a
     student that fits the teacher's easy examples first has p_g, hence w, tracking rho_g even
@@ -85,9 +85,9 @@ def _correlations(
         for s, v in pearson.items()
     }
     out = {
-        "pearson": summarise(pearson, n_boot=1000, statistic=pearson_statistic),
-        "spearman": summarise(ranked, n_boot=1000, statistic=pearson_statistic),
-        "partial_spearman": summarise(partial, n_boot=1000, statistic=pearson_statistic),
+        "pearson": summarise(pearson, statistic=pearson_statistic),
+        "spearman": summarise(ranked, statistic=pearson_statistic),
+        "partial_spearman": summarise(partial, statistic=pearson_statistic),
     }
     out["spearman"]["per_seed"] = {
         str(s): spearman(v[:, 0], v[:, 1]) for s, v in sorted(pearson.items())
@@ -187,7 +187,7 @@ class RescalingAnalysis(Analysis):
             "augmentation). x: the teacher's ground-truth probability ρ¹_g (quantiles 10/50/90 %: "
             f"{tc['q10']:.3f} / {tc['q50']:.3f} / {tc['q90']:.3f}); y: the exact L1 rescaling "
             "factor w and the ground-truth component ratio w_g at the student's own τ and "
-            "weights. Correlations: mean over seeds [95 % hierarchical-bootstrap interval]. The "
+            "weights. Correlations: mean over seeds [95 % t interval over seeds]. The "
             "paper expects a positive correlation, strongest early in training. w is heavy-"
             "tailed: once the student fits an example (p_g → 1) its hard-label gradient vanishes "
             "while the soft one need not, so tables and figures give the median w (per decile "

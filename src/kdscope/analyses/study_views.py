@@ -3,8 +3,9 @@ differences, the teacher's tempered outputs, the soft-target students and the da
 hierarchy.
 
 Every per-seed quantity is a dict ``{seed: array over inputs}``, the shape that
-:func:`kdscope.stats.summarise` turns into per-seed values, a mean and a hierarchical-bootstrap
-interval (seeds, then inputs).
+:func:`kdscope.stats.summarise` turns into per-seed values, a mean and a t interval with seeds
+as the unit of replication. The transfer helpers at the end build the property-transfer verdict
+records (gap, controls, premise, guard) that every property analysis writes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy import stats as _scipy_stats
 from torch import nn
 
-from kdscope.methods import BindContext, Method, build_method
+from kdscope.methods import METHODS, BindContext, Method, build_method
 from kdscope.methods.soft_target import SoftTargets
 from kdscope.stats import summarise
+from kdscope.verdicts import ABOVE, TOO_FEW_SEEDS, classify, transfer
 
 if TYPE_CHECKING:
     from kdscope.study import Group, StudyResult
@@ -118,38 +121,127 @@ def per_group(study: StudyResult, measure: Callable[[nn.Module], np.ndarray]) ->
 
 def student_gaps(study: StudyResult, values: dict[str, PerSeed]) -> dict[str, dict[str, Any]]:
     """Per student: the summary of (student − its independent baseline), seed k against seed k,
-    input by input."""
+    input by input on the same inputs (a seeds × inputs design)."""
     return {
-        g.name: summarise(paired(values[g.name], values[g.baseline]))
+        g.name: summarise(paired(values[g.name], values[g.baseline]), shared_inputs=True)
         for g in study.by_role("student")
         if g.name in values and g.baseline in values
     }
 
 
 def control_students(study: StudyResult) -> list[str]:
-    """The soft-label, no-teacher control students of the study (method ``soft_label``)."""
-    return [g.name for g in study.by_role("student") if g.method == "soft_label"]
+    """The no-teacher control students of the study: those whose method declares itself the
+    soft-label control (``Method.role == "control"``)."""
+    return [g.name for g in study.by_role("student") if is_control(g)]
+
+
+def is_control(g: Group) -> bool:
+    """Whether the group's method is a no-teacher control (it declares ``role = "control"``)."""
+    return getattr(METHODS.get(g.method), "role", None) == "control"
+
+
+def control_differences(
+    values: dict[str, PerSeed], student: str, controls: list[str], statistic: Any = None
+) -> dict[str, dict[str, Any]]:
+    """Per control student: the summary of (student − control), seed k against seed k, input by
+    input: the distilled gap minus the control's gap (both against the same independent
+    student), i.e. the student's effect beyond what the control explains."""
+    return {
+        c: summarise(paired(values[student], values[c]), statistic, shared_inputs=True)
+        for c in controls
+        if c != student and c in values and student in values
+    }
+
+
+def oriented(summary: dict[str, Any] | None, sign: float) -> dict[str, Any] | None:
+    """A summary with its per-seed values, mean and intervals multiplied by ``sign``: turns a gap
+    whose teacher-ward direction is down into one where it is up."""
+    if summary is None:
+        return None
+    flipped = {k: sorted(sign * v for v in summary[k]) for k in ("ci95", "ci90") if k in summary}
+    per_seed = {k: sign * v for k, v in summary["per_seed"].items()}
+    return {**summary, **flipped, "per_seed": per_seed, "mean": sign * summary["mean"]}
+
+
+def chance_level(study: StudyResult) -> float:
+    """Accuracy of always predicting the most frequent test class."""
+    labels = study.data.test.labels.numpy()
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+
+
+def seeds_at_chance(study: StudyResult, group: str, level: float = 0.05) -> list[int]:
+    """The seeds of ``group`` whose test accuracy is not above chance: a one-sided binomial test
+    of k correct out of n against the chance level does not reject at ``level``."""
+    p0, n = chance_level(study), len(study.data.test)
+    out = []
+    for seed, c in correctness(study, group).items():
+        k = int(c.sum())
+        if _scipy_stats.binomtest(k, n, min(max(p0, 1e-12), 1.0), "greater").pvalue >= level:
+            out.append(seed)
+    return out
+
+
+PremiseStatus = str  # "met", "unmet", "uncertain" or "too few seeds"
+
+
+def premise(study: StudyResult) -> dict[str, dict[str, Any]]:
+    """The property-transfer paper's premise per distilled student: it is more accurate than its
+    independent student (control students have none). **met** when the paired accuracy difference (seed k against seed k,
+    input by input) has its interval above 0; **unmet** when its mean is not above 0; else
+    **uncertain** (or **too few seeds**)."""
+    out = {}
+    for g in study.by_role("student"):
+        if is_control(g):
+            continue
+        gap = summarise(
+            paired(correctness(study, g.name), correctness(study, g.baseline or "")),
+            shared_inputs=True,
+        )
+        c = classify(gap)
+        status = (
+            "unmet" if not gap["mean"] > 0 else "met" if c == ABOVE else
+            "too few seeds" if c == TOO_FEW_SEEDS else "uncertain"
+        )  # fmt: skip
+        out[g.name] = {"status": status, "accuracy_gap": gap}
+    return out
+
+
+def transfer_record(
+    study: StudyResult,
+    student: str,
+    gap: dict[str, Any] | None,
+    controls: dict[str, dict[str, Any]],
+    margin: float,
+    premise_status: PremiseStatus,
+    null: float = 0.0,
+) -> dict[str, Any]:
+    """One property-transfer verdict with everything behind it: the teacher-ward ``gap``, the
+    student's effect beyond each control (``controls``), the equivalence ``margin``, the
+    paper's premise for this student (from :func:`premise`) and the verdict of :func:`kdscope.verdicts.transfer`.
+    When the student or its independent student has a seed at chance level, the verdict is
+    **model at chance** (the comparison says nothing about knowledge)."""
+    g = study.groups[student]
+    chance = {n: s for n in (student, g.baseline or "") if (s := seeds_at_chance(study, n))}
+    verdict = transfer(gap, list(controls.values()), margin, null)
+    record: dict[str, Any] = {
+        "verdict": "model at chance" if chance else verdict,
+        "gap": gap,
+        "controls": controls,
+        "margin": margin,
+        "premise": premise_status,
+    }
+    if chance:
+        record["at_chance"] = {n: s for n, s in chance.items()}
+        record["verdict_without_guard"] = verdict
+    return record
 
 
 def transfer_verdict(gap: dict[str, Any], control: dict[str, Any] | None, null: float = 0.0) -> str:
-    """The spec's rule (property transfer §1): **no transfer** when the gap's interval does not
-    lie above ``null`` (teacher-ward is up); **no control** without a control gap; **confounded**
-    when the control's interval also lies above ``null`` with at least half the gap's effect;
-    else **transfers**."""
-    if gap["ci95"][0] <= null:
+    """TEMPORARY (being replaced by :func:`transfer_record`): the old rule."""
+    if not gap["ci95"][0] > null:
         return "no transfer"
     if control is None:
         return "no control"
     if control["ci95"][0] > null and control["mean"] - null >= 0.5 * (gap["mean"] - null):
         return "confounded"
     return "transfers"
-
-
-def oriented(summary: dict[str, Any] | None, sign: float) -> dict[str, Any] | None:
-    """A summary with its per-seed values, mean and interval multiplied by ``sign``: turns a gap
-    whose teacher-ward direction is down into one where it is up, for :func:`transfer_verdict`."""
-    if summary is None:
-        return None
-    lo, hi = sorted(sign * v for v in summary["ci95"])
-    per_seed = {k: sign * v for k, v in summary["per_seed"].items()}
-    return {**summary, "per_seed": per_seed, "mean": sign * summary["mean"], "ci95": [lo, hi]}

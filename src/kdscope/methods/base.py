@@ -62,6 +62,10 @@ class Method(nn.Module):
     #: the constructor argument that scales the distillation term (``alpha``, ``beta``, ...), for
     #: weight searches and weight-lowering controls; None when no single argument does
     distill_weight: ClassVar[str | None] = None
+    #: what the method is in a study: ``"distillation"`` (learns from the teacher), ``"baseline"``
+    #: (labels only) or ``"control"`` (a no-teacher control that mimics the form of a teacher's
+    #: signal, e.g. the soft-label control of the property-transfer analyses)
+    role: ClassVar[str] = "distillation"
 
     def bind(self, ctx: BindContext) -> None:  # noqa: B027  (optional hook)
         """Resolve layers and build trainable parts; the default needs nothing."""

@@ -16,6 +16,7 @@ class CrossEntropy(Method):
     """L = -(1/B) sum_b log softmax(z_b)[y_b]: no teacher."""
 
     needs_teacher = False
+    role = "baseline"
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         return {"ce": F.cross_entropy(student.logits, batch.label)}

@@ -48,6 +48,7 @@ class SoftLabel(Method):
     """
 
     distill_weight = "alpha"
+    role = "control"
 
     needs_teacher = False
 
