@@ -72,14 +72,48 @@ def test_transfer_verdict_and_orientation() -> None:
 
 
 def test_claim_status_rules() -> None:
-    assert status("yes", "transfers") == "reproduced"
-    assert status("yes", "no transfer") == "not reproduced"
-    assert status("no", "no transfer") == "reproduced"
-    assert status("no", "transfers") == "not reproduced"
-    assert status("yes", "confounded") == "not reproduced"
-    assert status("weak", "transfers") == "unscored"
-    assert status("yes", "no control") == "unscored"
-    assert status("no", "control") == "unscored"
+    def st(expected: str, verdict: str, premise: str = "met") -> str:
+        return status(expected, verdict, premise)[0]
+
+    assert st("yes", "transfers") == "reproduced"
+    assert st("yes", "no transfer") == "not reproduced"
+    assert st("yes", "confounded") == "not reproduced"
+    assert st("yes", "away from the teacher") == "not reproduced"
+    assert st("no", "no transfer") == "reproduced"  # "no transfer" means equivalence was shown
+    assert st("no", "transfers") == "not reproduced"
+    # a wide interval around 0 is not evidence of no transfer: never scored reproduced
+    for verdict in ("inconclusive", "too few seeds", "confounded", "away from the teacher"):
+        assert st("no", verdict) == "not scored"
+    for verdict in ("inconclusive", "no control", "model at chance", "too few seeds"):
+        assert st("yes", verdict) == "not scored"
+    assert st("weak", "transfers") == "not scored"
+    assert st("yes", "transfers", premise="unmet") == "not scored"
+    assert "premise" in status("yes", "transfers", "unmet")[1]
+
+
+def test_no_transfer_rows_need_an_equivalence_test() -> None:
+    """End to end through the verdict rule: a gap whose interval merely contains 0 cannot make
+    an expected "no transfer" row reproduced; only a 90 % interval inside ±margin can."""
+    from kdscope.verdicts import transfer
+
+    wide = {"mean": 0.01, "n_seeds": 3, "ci95": [-0.2, 0.22], "ci90": [-0.15, 0.17]}
+    tight = {"mean": 0.01, "n_seeds": 3, "ci95": [-0.025, 0.045], "ci90": [-0.02, 0.04]}
+    assert status("no", transfer(wide, [], margin=0.05))[0] == "not scored"
+    assert status("no", transfer(tight, [], margin=0.05))[0] == "reproduced"
+    assert status("no", transfer(tight, [], margin=0.03))[0] == "not scored"  # 0.04 > 0.03
+
+
+def test_findings_are_counted_once() -> None:
+    from kdscope.analyses.property_claims import combine, finding_name
+
+    assert finding_name("decision_boundary", "boundary similarity, coloured") == finding_name(
+        "decision_boundary", "boundary similarity, textured"
+    )
+    assert finding_name("domains", "edge rendering") == finding_name("domains", "sketch rendering")
+    assert finding_name("domains", "unseen domains") != finding_name("domains", "edge rendering")
+    assert combine(["reproduced", "not scored", "reproduced"]) == "reproduced"
+    assert combine(["reproduced", "not reproduced"]) == "mixed"
+    assert combine(["not scored"]) == "not scored"
 
 
 # ----------------------------------------------------------------------------- invariance
@@ -192,9 +226,11 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
     )
     train = colour["strengths"]["train"]
     assert 0 <= train["teacher"] <= 1 and "kd*" in train["groups"] and "kd" in train["star_gaps"]
-    assert inv["verdicts"]["colour"]["kd"]["control"] == "T*"
-    assert inv["verdicts"]["colour"]["hint"]["control"] == "soft"  # no S*: the soft-label student
-    assert "soft_label" not in inv["verdicts"]["colour"]
+    colour_v = inv["verdicts"]["colour invariance"]
+    assert set(colour_v["kd"]["controls"]) == {"soft_label", "kd*"}  # S* and the soft-label
+    assert set(colour_v["hint"]["controls"]) == {"soft_label"}  # no S* for Hint
+    assert "soft_label" not in colour_v  # a control gets no verdict of its own
+    assert set(inv["premise"]) == {"kd", "hint", "soft_label"} and inv["margin"] == 0.03
     assert (tmp_path / "analyses" / "invariance" / "teacher_star" / "result.json").exists()
 
     dom = a["domains"]
@@ -216,13 +252,19 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
     assert set(db) == {"plain", "coloured", "textured"}
     for d in db.values():
         assert 0 <= d["groups"]["kd"]["mean"] <= 1
-        assert d["independent_pairs"]["baseline"]["per_seed"]  # Ind vs Ind'
+        assert set(d["independent_pairs"]["baseline"]["per_pair"]) == {"0-1"}  # Ind vs Ind'
         assert len(d["example_plane"]["teacher"]) == 36
-        assert d["verdicts"]["soft_label"] == "control"
+        assert set(d["records"]) == {"kd", "hint"}
+    # the paper's claim is about the domains the students never saw
+    assert set(a["decision_boundary"]["verdicts"]) == {
+        "boundary similarity, coloured",
+        "boundary similarity, textured",
+    }
 
     sb = a["shape_bias"]
     assert sb["n_inputs"] == 96 and 0 <= sb["teacher"]["shape_bias"] <= 1
-    assert sb["students"]["soft_label"]["verdict"] == "control"
+    assert "record" not in sb["students"]["soft_label"]
+    assert set(sb["verdicts"]["shape bias"]) == {"kd", "hint"}
 
     sg = a["subgroups"]
     assert sg["n_groups"] == 3 and sg["teacher_groups"][1] == 0 and sum(sg["teacher_groups"]) == 200
@@ -242,14 +284,21 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
         "subgroups",
     }
     assert claims["not_measured"] == ["localisation", "representation_similarity"]
-    assert all(r["status"] in {"reproduced", "not reproduced", "unscored"} for r in claims["rows"])
+    scored = {"reproduced", "not reproduced", "not scored"}
+    assert all(r["status"] in scored for r in claims["rows"] if r["counted"])
+    assert all(not r["counted"] for r in claims["rows"] if r["analysis"] == "accuracy_matched")
+    keys = [(f["finding"], f["family"]) for f in claims["findings"]]
+    assert len(keys) == len(set(keys))  # each finding once
+    assert sum(claims["counts"].values()) == len(keys)
+    assert ("decision-boundary similarity on unseen domains", "kd") in keys
     html = (tmp_path / "report.html").read_text()
     for words in (
         "Agreement of each model",
         "cue-conflict",
         "Shortfall",
         "planes per domain",
-        "findings reproduced",
+        "Distinct findings",
+        "Read this first",  # the guards: two seeds only
     ):
         assert words in html
 

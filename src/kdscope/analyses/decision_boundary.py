@@ -6,10 +6,13 @@ test inputs with pairwise distinct labels span planes; on each plane an R × R g
 ``resolution``, margin 0.1 of each axis' extent, not clipped to [0, 1] unless ``clip``) is
 classified by every model. Similarity of two models = the fraction of grid points where their
 predictions agree, per triplet. Per student: similarity to the teacher − its independent
-student's, seed k against seed k, paired triplet by triplet. Controls: the similarity of two
-independent students of different seeds (how alike two boundaries are without a teacher), and the
-study's soft-label student. Verdict per student and domain: the rule of
-:func:`kdscope.analyses.study_views.transfer_verdict`.
+student's, seed k against seed k, paired triplet by triplet (the same planes for every model).
+Controls: the similarity of two independent students of different seeds (how alike two
+boundaries are without a teacher; descriptive), and the study's soft-label student: the
+student's effect beyond it is distilled − control similarity to the teacher, paired by seed and
+plane. Verdict per student and domain: the rule of :func:`kdscope.verdicts.transfer`
+(equivalence margin ``margin``); the paper's claim, and so ``verdicts``, covers the domains the
+students never saw when the data have several, else the whole test split.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.domains import domain_names
 from kdscope.analyses.study_views import (
+    control_differences,
     control_students,
+    premise,
     seed_pairs,
     student_gaps,
-    transfer_verdict,
+    transfer_record,
 )
 from kdscope.property_transfer.boundary import (
     boundary_similarity,
@@ -35,7 +40,7 @@ from kdscope.property_transfer.boundary import (
     planes_from_triplets,
     sample_triplets,
 )
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -55,13 +60,16 @@ class DecisionBoundaryAnalysis(Analysis):
         resolution: int = 50,
         margin: float = 0.1,
         clip: bool = False,
+        equivalence_margin: float = 0.03,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if triplets < 1 or resolution < 2 or margin < 0:
-            raise ValueError("triplets must be >= 1, resolution >= 2 and margin >= 0")
+        if triplets < 1 or resolution < 2 or margin < 0 or not equivalence_margin > 0:
+            raise ValueError(
+                "triplets must be >= 1, resolution >= 2, margin >= 0 and equivalence_margin > 0"
+            )
         self.triplets, self.resolution, self.margin = triplets, resolution, margin
-        self.clip, self.seed = clip, seed
+        self.clip, self.seed, self.equivalence_margin = clip, seed, equivalence_margin
 
     def applies_to(self, study: StudyResult) -> str | None:
         if study.data.test.num_classes < 3:
@@ -71,21 +79,29 @@ class DecisionBoundaryAnalysis(Analysis):
     def run(self, study: StudyResult) -> dict[str, Any]:
         test = study.data.test
         out: dict[str, Any] = {}
+        premises = premise(study)
         if "domain" not in test.tags:
-            out["all"] = self._domain(study, torch.arange(len(test)))
+            out["all"] = self._domain(study, torch.arange(len(test)), premises)
         seen = set(study.student_data.train.tags.get("domain", torch.empty(0)).tolist())
         for d, name in (domain_names(study) if "domain" in test.tags else {}).items():
-            out[name] = self._domain(study, torch.nonzero(test.tags["domain"] == d).flatten())
+            idx = torch.nonzero(test.tags["domain"] == d).flatten()
+            out[name] = self._domain(study, idx, premises)
             out[name]["seen_by_students"] = d in seen
+        claimed = {n: d for n, d in out.items() if not (d.get("seen_by_students") and len(out) > 1)}
         return {
             "triplets": self.triplets,
             "resolution": self.resolution,
             "margin": self.margin,
             "clip": self.clip,
+            "equivalence_margin": self.equivalence_margin,
+            "premise": {n: p["status"] for n, p in premises.items()},
             "domains": out,
+            "verdicts": {f"boundary similarity, {n}": d["records"] for n, d in claimed.items()},
         }
 
-    def _domain(self, study: StudyResult, idx: torch.Tensor) -> dict[str, Any]:
+    def _domain(
+        self, study: StudyResult, idx: torch.Tensor, premises: dict[str, Any]
+    ) -> dict[str, Any]:
         test = study.data.test
         gen = torch.Generator().manual_seed(self.seed)
         trip = idx[sample_triplets(test.labels[idx], self.triplets, gen)]
@@ -111,29 +127,34 @@ class DecisionBoundaryAnalysis(Analysis):
             ind = preds[g.baseline]
             if g.baseline not in controls:
                 pairs = seed_pairs(sorted(ind), sorted(ind), distinct=True)
+                per_pair = {
+                    f"{i}-{j}": float(boundary_similarity(ind[i], ind[j]).mean()) for i, j in pairs
+                }
                 controls[g.baseline] = (
-                    summarise(
-                        {
-                            n: boundary_similarity(ind[i], ind[j]).numpy()
-                            for n, (i, j) in enumerate(pairs)
-                        }
-                    )
+                    {"mean": float(np.mean(list(per_pair.values()))), "per_pair": per_pair}
                     if pairs
                     else None
                 )
         soft = control_students(study)
-        control = next((gaps[c] for c in soft if c in gaps), None)
-        verdicts = {
-            n: ("control" if n in soft else transfer_verdict(gap, control))
+        records = {
+            n: transfer_record(
+                study,
+                n,
+                gap,
+                control_differences(sims, n, soft),
+                self.equivalence_margin,
+                premises[n]["status"],
+            )
             for n, gap in gaps.items()
+            if n not in soft
         }
         first = {n: per[min(per)][0].tolist() for n, per in preds.items()}
         return {
             "n_inputs": len(idx),
-            "groups": {n: summarise(v) for n, v in sims.items()},
+            "groups": {n: summarise(v, shared_inputs=True) for n, v in sims.items()},
             "gaps": gaps,
             "independent_pairs": controls,
-            "verdicts": verdicts,
+            "records": records,
             "example_plane": {"teacher": t_pred[0].tolist(), **first},
         }
 
@@ -144,30 +165,29 @@ class DecisionBoundaryAnalysis(Analysis):
             f"(margin {result['margin']}, {'clipped to [0, 1]' if result['clip'] else 'not clipped'}"
             "). Similarity = fraction of grid points where two models predict the same class. "
             "Gaps: similarity to the teacher − the independent student's, seed k against seed k, "
-            "paired by plane; mean [95 % hierarchical-bootstrap interval].</p>"
+            "paired by plane; mean [95 % t interval over seeds × planes]. Verdicts for the "
+            "paper's claim: "
+            + (", ".join(html.escape(k) for k in result["verdicts"]) or "none")
+            + ".</p>"
         ]
+        parts.append(premise_note(result["premise"]))
         for name, d in result["domains"].items():
             tag = ""
             if "seen_by_students" in d:
                 tag = " (seen by the students)" if d["seen_by_students"] else " (unseen)"
             rows = [[html.escape(n), fmt_summary(s)] for n, s in d["groups"].items()]
-            gap_rows = [
-                [
-                    html.escape(n),
-                    fmt_summary(g, sign=True),
-                    fmt_summary(d["independent_pairs"].get(study.groups[n].baseline or ""))
-                    if d["independent_pairs"].get(study.groups[n].baseline or "")
-                    else "one seed",
-                    f"<b>{d['verdicts'][n]}</b>",
-                ]
-                for n, g in d["gaps"].items()
-            ]
+            pairs = "; ".join(
+                f"{html.escape(n)} vs {html.escape(n)}': {c['mean']:.3f}"
+                for n, c in d["independent_pairs"].items()
+                if c
+            )
             parts += [
                 f"<h3>Domain {html.escape(name)}{tag}</h3>",
                 table(["model", "similarity to the teacher"], rows),
-                table(
-                    ["student", "gap vs independent", "independent vs independent'", "verdict"],
-                    gap_rows,
+                f"<p class='note'>Two independent students of different seeds agree on "
+                f"{pairs or 'n/a (one seed)'} of the grid (descriptive).</p>",
+                verdict_table(
+                    {name: d["records"]}, "gap vs independent", result["equivalence_margin"]
                 ),
                 _figure(name, d["example_plane"], result["resolution"]),
             ]

@@ -7,9 +7,11 @@ teacher (the fraction of inputs where both predict the same class, right or wron
 the gaps to its independent student, seed k against seed k, input by input, on each domain and
 pooled over the domains the students never saw. Consensus on out-of-distribution renderings of
 the test images (edge, sketch, silhouette; §3.6 b) is measured the same way. The control is the
-study's soft-label student (method ``soft_label``): generic soft targets, no teacher. Verdict on
-the pooled unseen-domain consensus gap: the rule of
-:func:`kdscope.analyses.study_views.transfer_verdict`.
+study's soft-label student (method ``soft_label``): generic soft targets, no teacher; the
+student's effect beyond it is distilled − control consensus, paired by seed and input. Verdict on
+the pooled unseen-domain consensus gap and on each rendering: the rule of
+:func:`kdscope.verdicts.transfer` (equivalence margin ``margin``), with the paper's premise
+(the distilled student more accurate than the independent one) stated.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ import torch
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import (
+    control_differences,
     control_students,
     correctness,
     per_group,
+    premise,
     student_gaps,
-    transfer_verdict,
+    transfer_record,
 )
 from kdscope.property_transfer.attacks import predict_labels
 from kdscope.property_transfer.renderings import RENDERINGS, render
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -58,7 +62,7 @@ def restrict(values: dict[str, PerSeed], mask: np.ndarray) -> dict[str, PerSeed]
 def compare(study: StudyResult, values: dict[str, PerSeed]) -> dict[str, Any]:
     """Summaries per group and the students' gaps to their independent students."""
     return {
-        "groups": {g: summarise(v) for g, v in values.items()},
+        "groups": {g: summarise(v, shared_inputs=True) for g, v in values.items()},
         "gaps": student_gaps(study, values),
     }
 
@@ -68,12 +72,14 @@ class DomainsAnalysis(Analysis):
     name = "domains"
     title = "Unseen domains: accuracy and consensus with the teacher"
 
-    def __init__(self, renderings: tuple[str, ...] = RENDERINGS) -> None:
+    def __init__(self, renderings: tuple[str, ...] = RENDERINGS, margin: float = 0.03) -> None:
         super().__init__()
         unknown = set(renderings) - set(RENDERINGS)
         if unknown:
             raise ValueError(f"renderings must be among {', '.join(RENDERINGS)}")
-        self.renderings = tuple(renderings)
+        if not margin > 0:
+            raise ValueError("margin must be > 0")
+        self.renderings, self.margin = tuple(renderings), margin
 
     def applies_to(self, study: StudyResult) -> str | None:
         tags = study.data.test.tags
@@ -109,24 +115,35 @@ class DomainsAnalysis(Analysis):
             }
         unseen = ~np.isin(domain, seen)
         pooled = None
+        measured: dict[str, dict[str, PerSeed]] = {}  # consensus values behind each verdict
         if unseen.any():
+            measured["unseen domains"] = restrict(consensus, unseen)
             pooled = {
                 "domains": [names[d] for d in names if d not in seen],
                 "accuracy": compare(study, restrict(acc, unseen)),
-                "consensus": compare(study, restrict(consensus, unseen)),
+                "consensus": compare(study, measured["unseen domains"]),
             }
-        rendered = self._renderings(study)
+        rendered = {}
+        for kind, values in self._renderings(study).items():
+            measured[f"{kind} rendering"] = values
+            rendered[kind] = compare(study, values)
+        premises = premise(study)
         return {
             "student_domains": [names[d] for d in seen],
             "teacher_domains": [names[d] for d in teacher_seen],
             "domains": domains,
             "unseen": pooled,
             "renderings": rendered,
-            "verdicts": self._verdicts(study, pooled, rendered),
+            "premise": {n: p["status"] for n, p in premises.items()},
+            "margin": self.margin,
+            "verdicts": {
+                where: self._verdicts(study, values, premises) for where, values in measured.items()
+            },
         }
 
-    def _renderings(self, study: StudyResult) -> dict[str, Any]:
-        """Consensus with the teacher on each rendering of the test images."""
+    def _renderings(self, study: StudyResult) -> dict[str, dict[str, PerSeed]]:
+        """Per rendering of the test images: every model's per-input consensus with the
+        teacher."""
         test, out = study.data.test, {}
         for kind in self.renderings:
             x = render(test.inputs, test.foreground, kind)
@@ -135,35 +152,36 @@ class DomainsAnalysis(Analysis):
             def agree(model: torch.nn.Module, x: torch.Tensor = x, t: torch.Tensor = t_pred):
                 return (predict_labels(model, x) == t).numpy().astype(np.float64)
 
-            out[kind] = compare(study, per_group(study, agree))
+            out[kind] = per_group(study, agree)
         return out
 
-    @staticmethod
     def _verdicts(
-        study: StudyResult, pooled: dict[str, Any] | None, rendered: dict[str, Any]
+        self, study: StudyResult, values: dict[str, PerSeed], premises: dict[str, Any]
     ) -> dict[str, Any]:
+        """A transfer record per distilled student: its consensus gap and its effect beyond
+        each soft-label control."""
         controls = control_students(study)
-        out: dict[str, Any] = {}
-        for where, res in [("unseen domains", pooled and pooled["consensus"])] + [
-            (f"{k} rendering", v) for k, v in rendered.items()
-        ]:
-            if not res:
-                continue
-            control = next((res["gaps"][c] for c in controls if c in res["gaps"]), None)
-            out[where] = {
-                n: {"gap": gap, "verdict": transfer_verdict(gap, control)}
-                for n, gap in res["gaps"].items()
-                if n not in controls
-            }
-        return out
+        gaps = student_gaps(study, values)
+        return {
+            n: transfer_record(
+                study,
+                n,
+                gap,
+                control_differences(values, n, controls),
+                self.margin,
+                premises[n]["status"],
+            )
+            for n, gap in gaps.items()
+            if n not in controls
+        }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         parts = [
             f"<p>The teacher trained on domains {', '.join(result['teacher_domains'])}; the "
             f"students on {', '.join(result['student_domains'])}. Accuracy and consensus with "
             "the teacher (same predicted class, right or wrong) per test domain; gaps are "
-            "student − independent student, seed k against seed k, mean [95 % hierarchical-"
-            "bootstrap interval].</p>"
+            "student − independent student, seed k against seed k, input by input, mean [95 % "
+            "t interval over seeds × inputs].</p>"
         ]
         domains = result["domains"]
         names = list(next(iter(domains.values()))["accuracy"]["groups"])
@@ -181,19 +199,10 @@ class DomainsAnalysis(Analysis):
                 f"{k} ({'seen' if d['seen_by_students'] else 'unseen'})" for k, d in domains.items()
             ]
             parts += [f"<h3>{metric.capitalize()} per domain</h3>", table(["model", *heads], rows)]
-        v_rows = [
-            [
-                html.escape(where),
-                html.escape(n),
-                fmt_summary(v["gap"], sign=True),
-                f"<b>{v['verdict']}</b>",
-            ]
-            for where, per in result["verdicts"].items()
-            for n, v in per.items()
-        ]
         parts += [
             "<h3>Consensus gaps and verdicts</h3>",
-            table(["inputs", "student", "consensus gap vs independent", "verdict"], v_rows),
+            premise_note(result["premise"]),
+            verdict_table(result["verdicts"], "consensus gap vs independent", result["margin"]),
             _figure(result, names),
         ]
         return "\n".join(parts)

@@ -8,9 +8,11 @@ independent student's, seed k against seed k, paired input by input. Controls: w
 ``control_teacher`` a teacher T* is trained with the teacher's recipe minus the augmentations
 the students do not use, and each student whose method is in ``control_methods`` is distilled
 from T* the same way (S*, under ``DIR/analyses/invariance/``): a gain that S* keeps is generic
-regularisation, not the teacher's invariance. Students without an S* use the study's soft-label
-students (method ``soft_label``) as their control. Verdict per student at the headline strength
-of each transform: the rule of :func:`kdscope.analyses.study_views.transfer_verdict`.
+regularisation, not the teacher's invariance: the student's effect beyond it is S − S*
+(agreement, paired by seed and input). The study's soft-label students (method ``soft_label``)
+are a second control (S − soft-label). Verdict per student at the headline strength of each
+transform: the rule of :func:`kdscope.verdicts.transfer` over both controls (equivalence margin
+``margin``), with the paper's premise stated.
 """
 
 from __future__ import annotations
@@ -24,16 +26,19 @@ from torch import nn
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import (
+    PerSeed,
+    control_differences,
     control_students,
     paired,
     per_group,
+    premise,
     student_gaps,
     test_subset,
-    transfer_verdict,
+    transfer_record,
 )
 from kdscope.config import StudentConfig
 from kdscope.property_transfer.invariance import HEADLINE, STRENGTHS, agreement, transformed_pair
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -55,6 +60,7 @@ class InvarianceAnalysis(Analysis):
         n_inputs: int = 1000,
         control_teacher: bool = True,
         control_methods: tuple[str, ...] = ("kd",),
+        margin: float = 0.03,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -63,9 +69,10 @@ class InvarianceAnalysis(Analysis):
             raise ValueError(
                 f"transforms must be among {', '.join(STRENGTHS)}; got {', '.join(transforms)}"
             )
-        if n_inputs < 1:
-            raise ValueError("n_inputs must be >= 1")
+        if n_inputs < 1 or not margin > 0:
+            raise ValueError("n_inputs must be >= 1 and margin > 0")
         self.transforms, self.n_inputs, self.seed = tuple(transforms), n_inputs, seed
+        self.margin = margin
         self.control_teacher, self.control_methods = control_teacher, tuple(control_methods)
 
     def applies_to(self, study: StudyResult) -> str | None:
@@ -85,26 +92,30 @@ class InvarianceAnalysis(Analysis):
             "student_augment": student_aug,
             "control_teacher": bool(star),
             "transforms": {},
+            "margin": self.margin,
             "verdicts": {},
         }
+        premises = premise(study)
+        out["premise"] = {n: p["status"] for n, p in premises.items()}
         for transform in self.transforms:
-            sweep = {}
+            sweep, values = {}, {}
             for strength in STRENGTHS[transform]:
                 x1, x2 = transformed_pair(x, transform, strength, self.seed)
-                sweep[str(strength)] = self._measure(study, star, x1, x2)
-            headline = sweep[str(HEADLINE[transform])]
+                sweep[str(strength)], values[str(strength)] = self._measure(study, star, x1, x2)
             out["transforms"][transform] = {
                 "headline": str(HEADLINE[transform]),
                 "teacher_trained_on_it": transform in teacher_aug,
                 "strengths": sweep,
             }
-            out["verdicts"][transform] = self._verdicts(study, headline)
+            at = values[str(HEADLINE[transform])]
+            out["verdicts"][f"{transform} invariance"] = self._verdicts(study, at, premises)
         return out
 
     def _measure(
         self, study: StudyResult, star: dict[str, Any], x1: Tensor, x2: Tensor
-    ) -> dict[str, Any]:
-        """Agreement of every model on the pairs, the students' gaps and the S* gaps."""
+    ) -> tuple[dict[str, Any], dict[str, PerSeed]]:
+        """Agreement of every model on the pairs, the students' gaps and the S* gaps; and the
+        per-input agreements behind them (S* under the student's name + ``*``)."""
 
         def measure(model: nn.Module) -> np.ndarray:
             return agreement(model, x1, x2)
@@ -112,7 +123,7 @@ class InvarianceAnalysis(Analysis):
         values = per_group(study, measure)
         res: dict[str, Any] = {
             "teacher": float(measure(study.teacher_model).mean()),
-            "groups": {n: summarise(v) for n, v in values.items()},
+            "groups": {n: summarise(v, shared_inputs=True) for n, v in values.items()},
             "gaps": student_gaps(study, values),
         }
         if star:
@@ -120,25 +131,29 @@ class InvarianceAnalysis(Analysis):
             res["star_gaps"] = {}
             for name, (baseline, models) in star["students"].items():
                 v = {s: measure(m) for s, m in models.items()}
-                res["groups"][name + STAR] = summarise(v)
-                res["star_gaps"][name] = summarise(paired(v, values[baseline]))
-        return res
+                values[name + STAR] = v
+                res["groups"][name + STAR] = summarise(v, shared_inputs=True)
+                res["star_gaps"][name] = summarise(paired(v, values[baseline]), shared_inputs=True)
+        return res, values
 
-    def _verdicts(self, study: StudyResult, headline: dict[str, Any]) -> dict[str, Any]:
+    def _verdicts(
+        self, study: StudyResult, values: dict[str, PerSeed], premises: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Per distilled student: its agreement gap and its effect beyond S* (when trained)
+        and beyond every soft-label control."""
         controls = control_students(study)
-        soft = [headline["gaps"][c] for c in controls if c in headline["gaps"]]
         out = {}
-        for name, gap in headline["gaps"].items():
+        for name, gap in student_gaps(study, values).items():
             if name in controls:
                 continue
-            star_gap = headline.get("star_gaps", {}).get(name)
-            control, kind = (star_gap, "T*") if star_gap else (soft[0] if soft else None, "soft")
-            out[name] = {
-                "gap": gap,
-                "control": kind if control is not None else None,
-                "control_gap": control,
-                "verdict": transfer_verdict(gap, control),
-            }
+            beyond = control_differences(values, name, controls)
+            if name + STAR in values:
+                beyond[name + STAR] = summarise(
+                    paired(values[name], values[name + STAR]), shared_inputs=True
+                )
+            out[name] = transfer_record(
+                study, name, gap, beyond, self.margin, premises[name]["status"]
+            )
         return out
 
     def _control_models(self, study: StudyResult) -> dict[str, Any]:
@@ -184,7 +199,8 @@ class InvarianceAnalysis(Analysis):
             "their transformed versions (the same transformed inputs for every model). The "
             f"teacher trained with augmentations {result['teacher_augment'] or 'none'}, the "
             f"students with {result['student_augment'] or 'none'}. Gaps: student − independent "
-            "student, seed k against seed k, mean [95 % hierarchical-bootstrap interval]. "
+            "student, seed k against seed k, input by input, mean [95 % t interval over seeds × "
+            "inputs]. "
             + (
                 "Control T*: a teacher trained without the students' missing augmentations, "
                 "distilled the same way (S*)."
@@ -214,19 +230,16 @@ class InvarianceAnalysis(Analysis):
                 for n in names
             ]
             parts.append(table(["model", *(f"agreement at {s}" for s in strengths)], rows))
-            v_rows = [
-                [
-                    html.escape(n),
-                    fmt_summary(v["gap"], sign=True),
-                    f"{v['control']}: {fmt_summary(v['control_gap'], sign=True)}"
-                    if v["control_gap"]
-                    else "none",
-                    f"<b>{v['verdict']}</b>",
-                ]
-                for n, v in result["verdicts"][transform].items()
-            ]
-            parts.append(table(["student", "gap vs independent", "control gap", "verdict"], v_rows))
+            key = f"{transform} invariance"
+            parts.append(
+                verdict_table(
+                    {f"{transform} at {res['headline']}": result["verdicts"][key]},
+                    "agreement gap vs independent",
+                    result["margin"],
+                )
+            )
             parts.append(_figure(transform, res))
+        parts.insert(1, premise_note(result["premise"]))
         return "\n".join(parts)
 
 

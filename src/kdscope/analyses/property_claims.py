@@ -1,9 +1,12 @@
-"""The property-transfer paper's findings, checked against this study (spec §3): one row per
-property and distilled student with the paper's direction, the measured verdict and its numbers.
+"""The property-transfer paper's findings, checked against this study: one row per measured
+verdict, and one count per distinct finding.
 
-Reads the results of the property analyses that ran before it (it does not add any: a study
-measures the properties its teacher and data allow). The paper's direction per property and
-method family (KD, Hint, CRD; the soft-label control is expected to show no transfer):
+Reads the results of the property analyses that ran before it. Each writes ``verdicts``:
+``{what: {student: record}}`` with the record of
+:func:`kdscope.analyses.study_views.transfer_record` (the verdict, the teacher-ward gap, the
+student's effect beyond each control, the equivalence margin, the premise). The paper's
+direction per property and method family (the soft-label control is a control, never a
+finding):
 
 =====================  ======  ======  ======
 property               KD      Hint    CRD
@@ -16,26 +19,38 @@ decision boundary      yes     yes     weak
 representation (CKA)   yes     weak    weak
 shape bias             weak    no      no
 sub-group bias         yes     –       –
-accuracy-matched adv.  yes     yes     yes
 =====================  ======  ======  ======
 
-("weak": the paper's effect is small or mixed; compared but not scored). A row is
-**reproduced** when the measured verdict is "transfers" where the paper found transfer, or
-"no transfer" where it found none; **not reproduced** when it is the opposite or the control
-shows the same effect ("confounded"); **unscored** for weak or absent expectations and for
-verdicts without a control.
+Scoring of a row (``status``):
+
+* the paper found transfer ("yes"): **reproduced** when the verdict is *transfers*; **not
+  reproduced** when it is *no transfer* (equivalence shown), *away from the teacher* or
+  *confounded* (the control explains the effect);
+* the paper found none ("no"): **reproduced** only when equivalence within the stated margin
+  was shown (*no transfer*); **not reproduced** when the verdict is *transfers*. A wide interval
+  around 0 is absence of evidence, not evidence of absence;
+* everything else is **not scored**, with the reason: a weak or absent expectation,
+  *inconclusive*, *too few seeds*, *no control*, *model at chance*, or the paper's premise
+  unmet (the distilled student is not more accurate than the independent one, the condition
+  under which the paper made its claims).
+
+A **finding** is one property (the sub-properties the paper reports separately count apart:
+colour, crop, shift; unseen domains and renderings) for one method family; the rows behind it
+(several students of one family, several unseen domains) count once: reproduced when every
+scored row is, not reproduced when every scored row is not, mixed otherwise. The
+accuracy-matched rows re-measure the adversarial finding on retrained students: shown, never
+counted.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.analyses.study_views import oriented
 from kdscope.report import fmt_summary, table
+from kdscope.verdicts import AWAY, CONFOUNDED, NO_TRANSFER, TRANSFERS, css
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
@@ -52,93 +67,57 @@ EXPECTED: dict[str, dict[str, Expect]] = {
     "subgroups": {"kd": "yes"},
     "accuracy_matched": {"kd": "yes", "hint": "yes", "crd": "yes"},
 }
-
-Row = tuple[str, str, str, dict[str, Any] | None]  # property, student, verdict, gap summary
-
-
-def _localisation(r: dict[str, Any]) -> Iterator[Row]:
-    for n, s in r["students"].items():
-        yield "localisation (Grad-CAM win rate, %)", n, s["verdict"], s["win_rate"]
-
-
-def _adversarial(r: dict[str, Any]) -> Iterator[Row]:
-    gaps = r["sources"]["teacher, ε×1"]["gaps"]
-    for n, v in r["verdicts"].items():
-        yield "adversarial (fooling-rate gap)", n, v, gaps[n]["fooled"]
+#: analyses whose rows re-measure another analysis' finding: shown, not counted
+ROBUSTNESS = {"accuracy_matched": "adversarial"}
+REPRODUCED, NOT_REPRODUCED, MIXED, NOT_SCORED = (
+    "reproduced",
+    "not reproduced",
+    "mixed",
+    "not scored",
+)
 
 
-def _invariance(r: dict[str, Any]) -> Iterator[Row]:
-    for transform, per in r["verdicts"].items():
-        headline = r["transforms"][transform]["headline"]
-        for n, v in per.items():
-            yield f"{transform} invariance at {headline} (agreement gap)", n, v["verdict"], v["gap"]
+def status(expected: Expect, verdict: str, premise: str = "met") -> tuple[str, str]:
+    """(status, reason) of one row; see the module docstring."""
+    if expected not in ("yes", "no"):
+        return NOT_SCORED, "the paper's effect is weak or not reported"
+    if premise == "unmet":
+        return NOT_SCORED, "premise unmet: not more accurate than the independent student"
+    if expected == "yes":
+        if verdict == TRANSFERS:
+            return REPRODUCED, ""
+        if verdict in (NO_TRANSFER, AWAY, CONFOUNDED):
+            return NOT_REPRODUCED, verdict
+    else:
+        if verdict == NO_TRANSFER:
+            return REPRODUCED, "equivalence shown"
+        if verdict == TRANSFERS:
+            return NOT_REPRODUCED, ""
+        if verdict in (AWAY, CONFOUNDED):
+            return NOT_SCORED, f"{verdict}: equivalence not shown"
+    return NOT_SCORED, verdict
 
 
-def _domains(r: dict[str, Any]) -> Iterator[Row]:
-    for where, per in r["verdicts"].items():
-        for n, v in per.items():
-            yield f"consensus on {where}", n, v["verdict"], v["gap"]
+def finding_name(analysis: str, what: str) -> str:
+    """The finding a verdict belongs to: the decision boundaries of several unseen domains are
+    one finding, and so are the renderings; other keys are findings of their own."""
+    if analysis == "decision_boundary":
+        return "decision-boundary similarity on unseen domains"
+    if analysis == "domains" and what.endswith("rendering"):
+        return "consensus on renderings"
+    return what
 
 
-def _decision_boundary(r: dict[str, Any]) -> Iterator[Row]:
-    for domain, d in r["domains"].items():
-        if d.get("seen_by_students", False) and len(r["domains"]) > 1:
-            continue  # the paper's claim is about the domains the students never saw
-        for n, gap in d["gaps"].items():
-            yield f"decision-boundary similarity, {domain}", n, d["verdicts"][n], gap
-
-
-def _representation(r: dict[str, Any]) -> Iterator[Row]:
-    for n, c in r["comparisons"].items():
-        yield "representation (matched-layer CKA gap)", n, c["verdict"], c["difference"]
-
-
-def _shape_bias(r: dict[str, Any]) -> Iterator[Row]:
-    for n, s in r["students"].items():
-        sign = 1.0 if r["teacher_ward"] == "higher" else -1.0
-        yield (
-            f"shape bias ({r['teacher_ward']} is teacher-ward)",
-            n,
-            s["verdict"],
-            oriented(s["gap"], sign),
-        )
-
-
-def _subgroups(r: dict[str, Any]) -> Iterator[Row]:
-    for n, s in r["students"].items():
-        gap = oriented(s["shortfall"], -1.0)
-        yield "gain elsewhere − gain on the teacher's weakest group", n, s["verdict"], gap
-
-
-def _accuracy_matched(r: dict[str, Any]) -> Iterator[Row]:
-    for n, s in r["students"].items():
-        verdict = {"still transfers": "transfers"}.get(s["verdict"], s["verdict"])
-        yield "fooling-rate gap at matched accuracy", n, verdict, s["fooling_gap"]
-
-
-EXTRACT: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
-    "localisation": _localisation,
-    "adversarial": _adversarial,
-    "invariance": _invariance,
-    "domains": _domains,
-    "decision_boundary": _decision_boundary,
-    "representation_similarity": _representation,
-    "shape_bias": _shape_bias,
-    "subgroups": _subgroups,
-    "accuracy_matched": _accuracy_matched,
-}
-
-
-def status(expected: Expect, verdict: str) -> str:
-    """reproduced / not reproduced / unscored for one row."""
-    if verdict == "control" or expected not in ("yes", "no"):
-        return "unscored"
-    if verdict == "confounded":
-        return "not reproduced"
-    if verdict in ("no control", "not matched"):
-        return "unscored"
-    transferred = verdict == "transfers"
-    return "reproduced" if transferred == (expected == "yes") else "not reproduced"
+def combine(statuses: list[str]) -> str:
+    """One finding's status from its rows' statuses (the scored ones)."""
+    scored = [s for s in statuses if s != NOT_SCORED]
+    if not scored:
+        return NOT_SCORED
+    if all(s == REPRODUCED for s in scored):
+        return REPRODUCED
+    if all(s == NOT_REPRODUCED for s in scored):
+        return NOT_REPRODUCED
+    return MIXED
 
 
 @register_analysis
@@ -147,51 +126,92 @@ class PropertyClaimsAnalysis(Analysis):
     title = "Property transfer: which of the paper's findings reproduced"
 
     def applies_to(self, study: StudyResult) -> str | None:
-        if not any(a in study.results for a in EXTRACT):
+        if not any(a in study.results for a in EXPECTED):
             return "no property analysis ran before it (list it after them)"
         return None
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         methods = {g.name: g.method for g in study.by_role("student")}
         rows = []
-        for analysis, extract in EXTRACT.items():
+        for analysis in EXPECTED:
             result = study.results.get(analysis)
-            if result is None:
-                continue
-            for prop, student, verdict, gap in extract(result):
-                method = methods.get(student, "")
-                expected = "no" if method == "soft_label" else EXPECTED[analysis].get(method, "–")
-                rows.append(
-                    {
-                        "analysis": analysis,
-                        "property": prop,
-                        "student": student,
-                        "method": method,
-                        "paper": expected,
-                        "verdict": verdict,
-                        "gap": gap,
-                        "status": status(expected, verdict),
-                    }
-                )
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("reproduced", "not reproduced")}
+            for what, per in (result or {}).get("verdicts", {}).items():
+                for student, rec in per.items():
+                    method = methods.get(student, "")
+                    expected = EXPECTED[analysis].get(method, "–")
+                    st, reason = status(expected, rec["verdict"], rec.get("premise", "met"))
+                    counted = analysis not in ROBUSTNESS
+                    rows.append(
+                        {
+                            "analysis": analysis,
+                            "property": what,
+                            "finding": finding_name(ROBUSTNESS.get(analysis, analysis), what),
+                            "student": student,
+                            "method": method,
+                            "family": method,
+                            "paper": expected,
+                            "verdict": rec["verdict"],
+                            "premise": rec.get("premise"),
+                            "gap": rec.get("gap"),
+                            "margin": rec.get("margin"),
+                            "status": st if counted else f"robustness check: {st}",
+                            "reason": reason,
+                            "counted": counted,
+                        }
+                    )
+        findings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["counted"]:
+                findings.setdefault((r["finding"], r["family"]), []).append(r)
+        table_ = [
+            {
+                "finding": f,
+                "family": fam,
+                "paper": rs[0]["paper"],
+                "rows": len(rs),
+                "status": combine([r["status"] for r in rs]),
+            }
+            for (f, fam), rs in findings.items()
+        ]
+        counts = {
+            s: sum(f["status"] == s for f in table_)
+            for s in (REPRODUCED, NOT_REPRODUCED, MIXED, NOT_SCORED)
+        }
         measured = sorted({r["analysis"] for r in rows})
         return {
             "rows": rows,
+            "findings": table_,
             "counts": counts,
             "measured": measured,
-            "not_measured": [a for a in EXTRACT if a not in measured],
+            "not_measured": [a for a in EXPECTED if a not in measured],
         }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
-        css = {"reproduced": "better", "not reproduced": "worse"}
+        findings = [
+            [
+                html.escape(f["finding"]),
+                html.escape(f["family"]),
+                f["paper"],
+                str(f["rows"]),
+                f"<span class='{css(f['status'])}'>{f['status']}</span>",
+            ]
+            for f in result["findings"]
+        ]
         rows = [
             [
                 html.escape(r["property"]),
                 html.escape(r["student"]),
                 r["paper"],
-                fmt_summary(r["gap"], sign=True) if r["gap"] else "–",
-                r["verdict"],
-                f"<span class='{css.get(r['status'], 'inconclusive')}'>{r['status']}</span>",
+                (fmt_summary(r["gap"], sign=True) if r["gap"] else "–")
+                + (f" (±{r['margin']:g})" if r.get("margin") is not None else ""),
+                f"<span class='{css(r['verdict'])}'>{html.escape(r['verdict'])}</span>",
+                html.escape(r["premise"] or "–"),
+                f"<span class='{css(r['status'])}'>{html.escape(r['status'])}</span>"
+                + (
+                    f" <small class='note'>({html.escape(r['reason'])})</small>"
+                    if r["reason"]
+                    else ""
+                ),
             ]
             for r in result["rows"]
         ]
@@ -199,11 +219,20 @@ class PropertyClaimsAnalysis(Analysis):
         missing = ", ".join(result["not_measured"]) or "none"
         return "\n".join(
             [
-                f"<p>{c['reproduced']} findings reproduced, {c['not reproduced']} not reproduced "
-                f"(the others unscored: the paper's effect is weak, or no control ran). Not "
-                f"measured in this study: {html.escape(missing)}. 'paper': whether the paper "
-                "found transfer for this method family (spec §3); gaps are student − independent "
-                "student, teacher-ward up, mean [95 % interval].</p>",
-                table(["property", "student", "paper", "gap", "verdict", "status"], rows),
+                f"<p>Distinct findings: {c[REPRODUCED]} reproduced, {c[NOT_REPRODUCED]} not "
+                f"reproduced, {c[MIXED]} mixed, {c[NOT_SCORED]} not scored. Not measured in this "
+                f"study: {html.escape(missing)}. A finding expected to be absent counts as "
+                "reproduced only when equivalence within the stated margin was shown (two "
+                "one-sided tests, 90 % interval inside ±margin); a finding expected to be "
+                "present only when the distilled student's effect also exceeds every control's. "
+                "Findings under an unmet premise (the distilled student not more accurate than "
+                "the independent one) are not scored.</p>",
+                table(["finding", "method family", "paper", "rows", "status"], findings),
+                "<h3>Every measured verdict</h3>",
+                "<p class='note'>Gaps: student − independent student, teacher-ward up, mean "
+                "[95 % interval] (± the equivalence margin).</p>",
+                table(
+                    ["property", "student", "paper", "gap", "verdict", "premise", "status"], rows
+                ),
             ]
         )

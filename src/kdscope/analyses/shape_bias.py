@@ -8,10 +8,11 @@ of another class, tag ``texture``). Among a model's predictions that match one o
     shape_bias = #(prediction = shape class) / (#shape + #texture decisions);
 
 predictions matching neither are excluded and their fraction reported. Per student: shape bias −
-its independent student's, seed k against seed k, with a hierarchical bootstrap over seeds and
-inputs of the ratio. Teacher-ward is the sign of (teacher − mean independent); the control is the
-study's soft-label student. Verdict: the rule of
-:func:`kdscope.analyses.study_views.transfer_verdict` on the teacher-ward gap.
+its independent student's, seed k against seed k, on the same cue-conflict inputs (a t interval
+over seeds × inputs, the ratio's input part from jackknife pseudo-values). Teacher-ward is the
+sign of (teacher − mean independent); the control is the study's soft-label student (the
+student's effect beyond it: distilled − control shape bias, paired likewise). Verdict: the rule
+of :func:`kdscope.verdicts.transfer` on the teacher-ward gap (equivalence margin ``margin``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from kdscope.analyses.study_views import (
     control_students,
     oriented,
     per_group,
-    transfer_verdict,
+    premise,
+    transfer_record,
 )
 from kdscope.datasets import build as build_dataset
 from kdscope.property_transfer.attacks import predict_labels
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ def cue_decisions(pred: Tensor, shape: Tensor, texture: Tensor) -> np.ndarray:
 
 def shape_bias(rows: np.ndarray) -> np.ndarray:
     """Shape bias of cue-decision rows (..., I, 2): Σ shape / (Σ shape + Σ texture), NaN when no
-    prediction matches either cue. Also the statistic of the hierarchical bootstrap."""
+    prediction matches either cue. Also the statistic given to :func:`summarise`."""
     s, t = rows[..., 0].sum(-1), rows[..., 1].sum(-1)
     return safe_divide(s, s + t, np.nan)
 
@@ -59,10 +61,22 @@ def shape_bias_gap(rows: np.ndarray) -> np.ndarray:
     return shape_bias(rows[..., :2]) - shape_bias(rows[..., 2:])
 
 
+def _gap(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[str, Any]:
+    """Summary of shape_bias(a) − shape_bias(b), seed k against seed k, on the shared inputs."""
+    pairs = {s: np.concatenate([r, b[s]], 1) for s, r in a.items() if s in b}
+    return summarise(pairs, statistic=shape_bias_gap, shared_inputs=True)
+
+
 @register_analysis
 class ShapeBiasAnalysis(Analysis):
     name = "shape_bias"
     title = "Shape vs texture: does the student decide by shape like its teacher?"
+
+    def __init__(self, margin: float = 0.05) -> None:
+        super().__init__()
+        if not margin > 0:
+            raise ValueError("margin must be > 0")
+        self.margin = margin
 
     def applies_to(self, study: StudyResult) -> str | None:
         params = study.config.dataset.params
@@ -88,40 +102,44 @@ class ShapeBiasAnalysis(Analysis):
         rows = per_group(study, decide)
         groups = {
             n: {
-                "shape_bias": summarise(v, statistic=shape_bias),
+                "shape_bias": summarise(v, statistic=shape_bias, shared_inputs=True),
                 "neither": float(np.mean([1 - r.sum(1).mean() for r in v.values()])),
             }
             for n, v in rows.items()
         }
         t_bias = float(shape_bias(teacher))
         controls = control_students(study)
+        ind_mean = np.mean(
+            [groups[g.baseline]["shape_bias"]["mean"] for g in study.by_role("student")]
+        )
+        toward = float(np.sign(t_bias - ind_mean)) or 1.0
+        premises = premise(study)
         students: dict[str, Any] = {}
         for g in study.by_role("student"):
-            ind = rows[g.baseline]
-            pairs = {s: np.concatenate([r, ind[s]], 1) for s, r in rows[g.name].items() if s in ind}
-            gap = summarise(pairs, statistic=shape_bias_gap)
+            gap = _gap(rows[g.name], rows[g.baseline])
             students[g.name] = {"independent": g.baseline, "gap": gap}
-        toward = float(
-            np.sign(
-                t_bias
-                - np.mean(
-                    [groups[g.baseline]["shape_bias"]["mean"] for g in study.by_role("student")]
-                )
-            )
-        )
-        toward = toward or 1.0
-        control = next((students[c]["gap"] for c in controls if c in students), None)
-        for name, s in students.items():
-            if name in controls:
-                s["verdict"] = "control"
+            if g.name in controls:
                 continue
-            s["verdict"] = transfer_verdict(oriented(s["gap"], toward), oriented(control, toward))
+            beyond = {c: oriented(_gap(rows[g.name], rows[c]), toward) for c in controls}
+            students[g.name]["record"] = transfer_record(
+                study,
+                g.name,
+                oriented(gap, toward),
+                {c: d for c, d in beyond.items() if d is not None},
+                self.margin,
+                premises[g.name]["status"],
+            )
         return {
             "n_inputs": len(x),
             "teacher": {"shape_bias": t_bias, "neither": float(1 - teacher.sum(1).mean())},
             "teacher_ward": "higher" if toward > 0 else "lower",
             "groups": groups,
             "students": students,
+            "premise": {n: p["status"] for n, p in premises.items()},
+            "margin": self.margin,
+            "verdicts": {
+                "shape bias": {n: s["record"] for n, s in students.items() if "record" in s}
+            },
         }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
@@ -130,19 +148,16 @@ class ShapeBiasAnalysis(Analysis):
             [html.escape(n), fmt_summary(g["shape_bias"]), f"{g['neither']:.3f}"]
             for n, g in result["groups"].items()
         ]
-        gap_rows = [
-            [html.escape(n), fmt_summary(s["gap"], sign=True), f"<b>{s['verdict']}</b>"]
-            for n, s in result["students"].items()
-        ]
         return "\n".join(
             [
                 f"<p>{result['n_inputs']} cue-conflict inputs (the test objects with the texture "
                 "of another class). Shape bias = shape decisions / (shape + texture decisions); "
                 "'neither' = the fraction of predictions matching neither cue (excluded). "
                 f"Teacher-ward is {result['teacher_ward']} shape bias than the independent "
-                "students.</p>",
+                "students; gaps below are oriented so that teacher-ward is up.</p>",
                 table(["model", "shape bias", "neither cue"], rows),
-                table(["student", "shape-bias gap vs independent", "verdict"], gap_rows),
+                premise_note(result["premise"]),
+                verdict_table(result["verdicts"], "teacher-ward shape-bias gap", result["margin"]),
                 _figure(result),
             ]
         )

@@ -7,9 +7,12 @@ composition. Per group, model and seed: accuracy. Per student: the gain over its
 student on every group (seed k against seed k, input by input); unfairness = max − min of the
 group accuracies (and their std) for every model; inheritance = Pearson(teacher's group
 accuracy, student's mean gain) over the groups, and the **weak-group shortfall** = gain on the
-teacher's weakest group − mean gain on the other groups, bootstrapped over seeds and inputs.
-The bias is inherited (verdict "transfers") when the shortfall's interval lies below 0, unless
-the study's soft-label student (no teacher) shows the same shortfall.
+teacher's weakest group − mean gain on the other groups, with a t interval over seeds × the
+shared test inputs (its input part from jackknife pseudo-values). The bias is inherited
+(verdict "transfers", on the shortfall oriented so that inheriting is up) when the shortfall's
+interval lies below 0 and the student's shortfall is also below the study's soft-label
+student's (no teacher; the shortfall of distilled − control accuracy), by the rule of
+:func:`kdscope.verdicts.transfer` (equivalence margin ``margin``).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from kdscope.analyses.study_views import (
     correctness,
     oriented,
     paired,
-    transfer_verdict,
+    premise,
+    transfer_record,
 )
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 
 if TYPE_CHECKING:
@@ -71,6 +75,12 @@ class SubgroupsAnalysis(Analysis):
     name = "subgroups"
     title = "Bias inheritance: accuracy per sub-group"
 
+    def __init__(self, margin: float = 0.03) -> None:
+        super().__init__()
+        if not margin > 0:
+            raise ValueError("margin must be > 0")
+        self.margin = margin
+
     def applies_to(self, study: StudyResult) -> str | None:
         if "group" not in study.data.test.tags:
             return "the test data carry no sub-group attribute (tag 'group')"
@@ -89,9 +99,12 @@ class SubgroupsAnalysis(Analysis):
         models = {
             name: {
                 "per_group": [
-                    summarise({s: v[groups == k] for s, v in per.items()}) for k in range(n_groups)
+                    summarise({s: v[groups == k] for s, v in per.items()}, shared_inputs=True)
+                    for k in range(n_groups)
                 ],
-                "unfairness": summarise(with_groups(per, groups), statistic=unfairness),
+                "unfairness": summarise(
+                    with_groups(per, groups), statistic=unfairness, shared_inputs=True
+                ),
                 "std": float(
                     np.mean([np.nanstd(group_means(v, groups, n_groups)) for v in per.values()])
                 ),
@@ -100,10 +113,16 @@ class SubgroupsAnalysis(Analysis):
         }
         controls = control_students(study)
         students: dict[str, Any] = {}
+
+        def shortfall(gain: dict[int, np.ndarray]) -> dict[str, Any]:
+            rows = with_groups(gain, groups)
+            return summarise(rows, statistic=shortfall_statistic(weak), shared_inputs=True)
+
         for g in study.by_role("student"):
             gain = paired(acc[g.name], acc[g.baseline])
             per_group_gain = [
-                summarise({s: v[groups == k] for s, v in gain.items()}) for k in range(n_groups)
+                summarise({s: v[groups == k] for s, v in gain.items()}, shared_inputs=True)
+                for k in range(n_groups)
             ]
             means = np.array([x["mean"] for x in per_group_gain])
             finite = np.isfinite(t_acc) & np.isfinite(means)
@@ -112,16 +131,20 @@ class SubgroupsAnalysis(Analysis):
                 "gain": per_group_gain,
                 "inheritance_pearson": _pearson(t_acc[finite], means[finite]),
                 "weak_group_smallest_gain": bool(np.nanargmin(means) == weak),
-                "shortfall": summarise(
-                    with_groups(gain, groups), statistic=shortfall_statistic(weak)
-                ),
+                "shortfall": shortfall(gain),
             }
-        control = next((students[c]["shortfall"] for c in controls if c in students), None)
+        premises = premise(study)
         for name, s in students.items():
-            s["verdict"] = (
-                "control"
-                if name in controls
-                else transfer_verdict(oriented(s["shortfall"], -1.0), oriented(control, -1.0))
+            if name in controls:
+                continue
+            beyond = {c: shortfall(paired(acc[name], acc[c])) for c in controls}
+            s["record"] = transfer_record(
+                study,
+                name,
+                oriented(s["shortfall"], -1.0),
+                {c: oriented(d, -1.0) for c, d in beyond.items()},
+                self.margin,
+                premises[name]["status"],
             )
         return {
             "n_groups": n_groups,
@@ -131,6 +154,13 @@ class SubgroupsAnalysis(Analysis):
             "teacher_weakest_group": weak,
             "models": models,
             "students": students,
+            "premise": {n: p["status"] for n, p in premises.items()},
+            "margin": self.margin,
+            "verdicts": {
+                "weak-group shortfall (inherited bias)": {
+                    n: s["record"] for n, s in students.items() if "record" in s
+                }
+            },
         }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
@@ -153,7 +183,6 @@ class SubgroupsAnalysis(Analysis):
             + [
                 fmt_summary(s["shortfall"], sign=True),
                 f"{s['inheritance_pearson']:+.2f}",
-                f"<b>{s['verdict']}</b>",
             ]
             for name, s in result["students"].items()
         ]
@@ -172,8 +201,11 @@ class SubgroupsAnalysis(Analysis):
                 "the student's gain.</p>",
                 table(["model", *heads, "unfairness (max − min)", "std"], rows),
                 table(
-                    ["student", *(f"gain {h}" for h in heads), "shortfall", "Pearson", "verdict"],
-                    gain_rows,
+                    ["student", *(f"gain {h}" for h in heads), "shortfall", "Pearson"], gain_rows
+                ),
+                premise_note(result["premise"]),
+                verdict_table(
+                    result["verdicts"], "−shortfall (inheriting is up)", result["margin"]
                 ),
                 _figure(result),
             ]
