@@ -1,5 +1,6 @@
 """I-FGSM, fooling, ε calibration and transfer rates (property-transfer spec §3.2, §7) against the
-closed form of a linear binary logistic model and a hand-written reference loop."""
+closed form of a linear binary logistic model and a hand-written reference loop; the adversarial
+analysis' source attacks and its foreign-source contrast on hand-built cases."""
 
 from __future__ import annotations
 
@@ -237,3 +238,42 @@ def test_transfer_rates_hand_built() -> None:
     assert empty["n_kept"] == 0 and np.isnan(empty["rate"]) and empty["fooled"].size == 0
     with pytest.raises(ValueError):
         transfer_rates(src_fooled, clean_s[:4], adv_s, adv_t)
+
+
+# --------------------------------------------------------------------------------------------------
+# the adversarial analysis' building blocks
+
+
+def test_source_attacks_replayed_on_the_source_itself() -> None:
+    """The source's own attacks fool it on every kept input, into its own adversarial class;
+    a constant model is never fooled."""
+    from kdscope.analyses.adversarial import model_rates, source_attacks
+
+    model = linear_model()
+    x = middle_inputs(200, seed=7)
+    y = labels_of(x)
+    attacks = source_attacks(model, x, y, 0.03)
+    assert int(attacks.kept.sum()) == round(predicted_rate(x, 0.03) * 200)
+    r = model_rates(model, x, attacks)
+    assert r["fooled"].size == int(attacks.kept.sum())
+    assert r["fooled"].mean() == 1.0 and r["same_class"].mean() == 1.0
+    constant = linear_model(scale=0.0)
+    with torch.no_grad():
+        constant.bias.copy_(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert model_rates(constant, x, attacks)["fooled"].sum() == 0
+
+
+def test_source_contrast_by_hand() -> None:
+    """Two kept sets of the same 4 inputs: seed 0 contrasts 1/2 − 1/3, seed 1 1 − 2/3."""
+    from kdscope.analyses.adversarial import source_contrast
+
+    first_kept, second_kept = np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 1], bool)
+    first = {0: np.array([1.0, 0.0]), 1: np.array([1.0, 1.0])}
+    second = {0: np.array([0.0, 0.0, 1.0]), 1: np.array([0.0, 1.0, 1.0])}
+    c = source_contrast(first, first_kept, second, second_kept)
+    assert c is not None and c["per_seed"] == pytest.approx({"0": 1 / 6, "1": 1 / 3})
+    assert c["mean"] == pytest.approx(0.25) and c["n_seeds"] == 2
+    # never narrower than the t interval over the two per-seed values alone
+    lo, hi = 0.25 - 12.706 * (1 / 6) / 2, 0.25 + 12.706 * (1 / 6) / 2  # t_1 · s / sqrt(2)
+    assert c["ci95"][0] <= lo + 1e-3 and c["ci95"][1] >= hi - 1e-3
+    assert source_contrast(first, first_kept, second, np.zeros(4, bool)) is None

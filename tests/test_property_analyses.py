@@ -9,14 +9,23 @@ import torch
 
 from kdscope.analyses.property_claims import status
 from kdscope.analyses.shape_bias import cue_decisions, shape_bias, shape_bias_gap
-from kdscope.analyses.study_views import oriented, transfer_verdict
+from kdscope.analyses.study_views import oriented
 from kdscope.analyses.subgroups import group_means, shortfall_statistic, unfairness
 from kdscope.property_transfer.invariance import agreement, shift_pixels, transformed_pair
 from kdscope.property_transfer.renderings import edges, render
 
 
-def s(mean: float, lo: float, hi: float) -> dict:
-    return {"per_seed": {"0": mean}, "mean": mean, "std": 0.0, "ci95": [lo, hi]}
+def s(mean: float, lo: float, hi: float, ci90: tuple | None = None, n: int = 3) -> dict:
+    """A hand-built summary; its 90 % interval lies inside the 95 % one unless given."""
+    ci90 = ci90 or (lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo))
+    return {
+        "per_seed": {"0": mean},
+        "mean": mean,
+        "std": 0.0,
+        "n_seeds": n,
+        "ci95": [lo, hi],
+        "ci90": list(ci90),
+    }
 
 
 # ----------------------------------------------------------------------------- shape bias
@@ -59,15 +68,27 @@ def test_group_means_unfairness_and_weak_group_shortfall() -> None:
 
 
 def test_transfer_verdict_and_orientation() -> None:
-    assert transfer_verdict(s(0.1, 0.05, 0.15), s(0.0, -0.02, 0.02)) == "transfers"
-    assert transfer_verdict(s(0.1, 0.05, 0.15), s(0.08, 0.03, 0.13)) == "confounded"
-    # a control above 0 but with less than half the effect does not confound
-    assert transfer_verdict(s(0.1, 0.05, 0.15), s(0.03, 0.01, 0.05)) == "transfers"
-    assert transfer_verdict(s(0.01, -0.02, 0.04), None) == "no transfer"
-    assert transfer_verdict(s(0.1, 0.05, 0.15), None) == "no control"
+    """kdscope.verdicts.transfer on hand-built gaps (margin 0.03), and a gap whose teacher-ward
+    direction is down (e.g. a distance to the teacher) oriented up before the rule."""
+    from kdscope.verdicts import transfer
+
+    gap = s(0.1, 0.05, 0.15)
+    assert transfer(gap, [s(0.05, 0.01, 0.09)], 0.03) == "transfers"
+    # the control differences are compared with 0 directly: one not above 0 confounds
+    assert transfer(gap, [s(0.02, -0.01, 0.05)], 0.03) == "confounded"
+    assert transfer(gap, [s(0.05, 0.01, 0.09), s(0.0, -0.02, 0.02)], 0.03) == "confounded"
+    assert transfer(gap, [], 0.03) == "no control"
+    # a wide interval around 0 is inconclusive, never "no transfer"
+    assert transfer(s(0.01, -0.2, 0.22), [], 0.03) == "inconclusive"
+    # equivalence: the 90 % interval inside ±margin
+    assert transfer(s(0.0, -0.03, 0.03, ci90=(-0.02, 0.02)), [], 0.03) == "no transfer"
+    assert transfer(s(0.1, float("nan"), float("nan"), n=1), [], 0.03) == "too few seeds"
     down = s(-0.1, -0.15, -0.05)
     up = oriented(down, -1.0)
     assert up["mean"] == 0.1 and up["ci95"] == [0.05, 0.15] and up["per_seed"] == {"0": 0.1}
+    assert up["ci90"] == pytest.approx([0.07, 0.13])
+    assert transfer(down, [], 0.03) == "away from the teacher"
+    assert transfer(up, [oriented(s(-0.05, -0.09, -0.01), -1.0)], 0.03) == "transfers"
     assert oriented(None, -1.0) is None
 
 
@@ -230,7 +251,7 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
     assert set(colour_v["kd"]["controls"]) == {"soft_label", "kd*"}  # S* and the soft-label
     assert set(colour_v["hint"]["controls"]) == {"soft_label"}  # no S* for Hint
     assert "soft_label" not in colour_v  # a control gets no verdict of its own
-    assert set(inv["premise"]) == {"kd", "hint", "soft_label"} and inv["margin"] == 0.03
+    assert set(inv["premise"]) == {"kd", "hint"} and inv["margin"] == 0.03  # controls have none
     assert (tmp_path / "analyses" / "invariance" / "teacher_star" / "result.json").exists()
 
     dom = a["domains"]
@@ -270,8 +291,21 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
     assert sg["n_groups"] == 3 and sg["teacher_groups"][1] == 0 and sum(sg["teacher_groups"]) == 200
     assert len(sg["students"]["kd"]["gain"]) == 3
 
-    am = a["accuracy_matched"]["students"]["kd"]
-    assert am["tried"] and am["verdict"] in {"still transfers", "no transfer", "not matched"}
+    am = a["accuracy_matched"]
+    assert am["students"]["kd"]["tried"] and am["margin"] == 0.03
+    rec = am["verdicts"]["adversarial at matched accuracy"]["kd"]
+    assert rec["premise"] == "not applicable (accuracy matched)"
+    # the adversarial analysis' foreign net, replayed: a control only when its attacks fool it
+    # somewhere (the tiny nets may sit at chance, fooled nowhere)
+    foreign = {"foreign source"} if am["n_kept_foreign"] else set()
+    assert set(rec["controls"]) == foreign
+    if not am["students"]["kd"]["matched"]:
+        assert rec["verdict"] == "not matched" and "verdict_without_guard" in rec
+    adv = a["adversarial"]
+    foreign = {"foreign source"} if adv["sources"]["foreign, ε×1"]["n_kept"] else set()
+    records = adv["verdicts"]["adversarial vulnerability"]
+    assert set(records) == {"kd", "hint"}
+    assert set(records["kd"]["controls"]) == foreign | {"soft_label"}
 
     claims = a["property_claims"]
     assert {r["analysis"] for r in claims["rows"]} == {

@@ -256,14 +256,14 @@ def verdict_table(verdicts: dict[str, dict[str, dict[str, Any]]], gap: str, marg
     return (
         f"<p class='note'>Verdict rule: <i>no transfer</i> needs the 90 % interval of the gap "
         f"inside ±{margin:g} (two one-sided tests); <i>transfers</i> needs the 95 % interval "
-        "above 0 and the student's effect beyond every control (distilled − control, paired by "
-        "seed) above 0, else <i>confounded</i>.</p>"
+        "above 0 and the student's effect beyond every control above 0 (e.g. distilled − "
+        "soft-label control, paired by seed), else <i>confounded</i>.</p>"
         + table(
             [
                 "measured on",
                 "student",
                 html.escape(gap),
-                "beyond the control (distilled − control)",
+                "effect beyond each control",
                 "premise",
                 "verdict",
             ],

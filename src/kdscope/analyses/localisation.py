@@ -2,15 +2,28 @@
 teacher looks?
 
 Grad-CAM for the ground-truth class at each model's last convolutional layer (captum's
-``LayerGradCam``, ReLU, bilinear upsampling to the input). For a distilled student S and the
-independent student Ind (its CE baseline), per test input: win = 1 when cos(CAM_T, CAM_S) >
-cos(CAM_T, CAM_Ind), ½ on a tie; the win rate WR is averaged over every (S seed, Ind seed) pair.
-The control is the same score for Ind against a second independent seed Ind' (unordered pairs of
-different seeds), expected near 50 %. Verdict: **transfers** when the WR interval lies above 50 %
-and the control's interval contains 50 %; **confounded** when the control is also above 50 %;
-**no transfer** otherwise (**no control** when the baseline has a single seed). Extension: the
-share of CAM energy inside the foreground mask per model, and a win rate on
-|E_S − E_T| < |E_Ind − E_T|.
+``LayerGradCam``, ReLU, bilinear upsampling to the input), on ``n_inputs`` seeded test inputs.
+For a distilled student S and its independent student Ind, the win indicators
+
+    x[i, j, n] = 1 if cos(CAM_T, CAM_S,i) > cos(CAM_T, CAM_Ind,j) on input n, ½ on a tie, else 0
+
+over every (S seed i, Ind seed j) pair form a crossed grid seeds × seeds × inputs (an input
+where any compared map is all zero is dropped from the whole grid and counted). The win rate
+WR = 100 · mean x and its interval come from :func:`kdscope.stats.summarise_crossed`, with seeds
+as the unit of replication (a new S seed and a new Ind seed, not only new inputs). The
+teacher-ward gap is WR − 50 (percentage points; 0 when S is no closer than Ind).
+
+The control is the study's soft-label student C (``Method.role == "control"``: generic soft
+targets, no teacher). The student's effect beyond it is the head-to-head win rate of S against
+C, 100 · mean_{i,j,n} 1[cos(CAM_T, CAM_S,i) > cos(CAM_T, CAM_C,j)] (½ on ties) − 50, crossed
+over S seeds × C seeds × inputs: above 0 when S's maps are closer to the teacher's than C's.
+Verdict: the rule of :func:`kdscope.verdicts.transfer` (equivalence margin ``margin`` in points
+of win rate, default 5) with the paper's premise (S more accurate than Ind) stated.
+
+The win rate of Ind against a second independent seed Ind' (every pair of different seeds) is
+kept as a descriptive sanity number: it should be near 50 (no verdict). Extension, not a paper
+finding (a separate result key, not scored): the share of CAM energy inside the foreground mask,
+E = Σ_mask CAM / Σ CAM, with the same inference on the closeness −|E_model − E_T|.
 """
 
 from __future__ import annotations
@@ -23,38 +36,62 @@ import torch
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.analyses.study_views import seed_pairs, test_subset, transfer_verdict
+from kdscope.analyses.study_views import (
+    control_students,
+    premise,
+    seed_pairs,
+    test_subset,
+    transfer_record,
+)
 from kdscope.models.hooks import resolve_layer
 from kdscope.property_transfer.localisation import (
     foreground_energy,
     gradcam_maps,
     map_cosine,
-    win_rate,
+    win_grid,
 )
-from kdscope.report import figure_html, fmt_summary, plt, table
-from kdscope.stats import summarise
+from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.stats import summarise, summarise_crossed
 
 if TYPE_CHECKING:
+    from kdscope.analyses.study_views import PerSeed
     from kdscope.study import StudyResult
 
+WHAT = "localisation (Grad-CAM win rate)"
+EXTENSION = "foreground energy (kdscope extension)"
+MEASURES = {WHAT: "cam", EXTENSION: "foreground"}
 
-def pairwise_win_rates(
-    first: dict[int, np.ndarray], second: dict[int, np.ndarray], pairs: list[tuple[int, int]]
-) -> tuple[dict[str, Any] | None, int]:
-    """Win rate (in %) of ``first`` over ``second`` (per-input similarities to the teacher, by
-    seed) over seed pairs: per pair, mean and hierarchical interval (pairs, then inputs), and
-    the number of inputs excluded; None without pairs."""
-    wins: dict[int, np.ndarray] = {}
-    excluded = 0
-    for k, (i, j) in enumerate(pairs):
-        w, n_out = win_rate(first[i], second[j])
-        wins[k] = 100.0 * w
-        excluded += n_out
-    if not wins:
-        return None, excluded
-    s = summarise(wins)
-    s["pairs"] = [f"{i}-{j}" for i, j in pairs]
-    return s, excluded
+
+def crossed_win_rate(closer: PerSeed, other: PerSeed, centre: float = 0.0) -> dict[str, Any]:
+    """The win rate in percent (minus ``centre``) of ``closer`` over ``other`` (per-input
+    similarities to the teacher, by seed) over every (seed of closer, seed of other) pair:
+    :func:`kdscope.stats.summarise_crossed` of 100 · x[i, j, n] − centre, ``per_seed`` keyed
+    "i-j", with the number of inputs dropped for an undefined similarity (``excluded_inputs``).
+    """
+    a, b = sorted(closer), sorted(other)
+    grid, excluded = win_grid(np.stack([closer[s] for s in a]), np.stack([other[s] for s in b]))
+    if grid.shape[-1] == 0:  # every input undefined somewhere: nothing to compare
+        grid = np.full((*grid.shape[:-1], 1), np.nan)
+    with np.errstate(invalid="ignore"):
+        out = summarise_crossed(100.0 * grid - centre, [f"{i}-{j}" for i in a for j in b])
+    out["excluded_inputs"] = excluded
+    return out
+
+
+def independent_spread(similarity: PerSeed) -> dict[str, Any] | None:
+    """Descriptive: the win rate (%) of Ind seed i over Ind seed j for every pair i < j and the
+    mean |WR − 50| (None with one seed). Exchangeable seeds give values near 50."""
+    pairs = seed_pairs(sorted(similarity), sorted(similarity), distinct=True)
+    if not pairs:
+        return None
+    rates = {}
+    for i, j in pairs:
+        grid, _ = win_grid(similarity[i], similarity[j])
+        rates[f"{i}-{j}"] = 100.0 * float(grid.mean()) if grid.size else float("nan")
+    return {
+        "per_pair": rates,
+        "mean_abs_deviation": float(np.nanmean([abs(r - 50.0) for r in rates.values()])),
+    }
 
 
 @register_analysis
@@ -62,11 +99,15 @@ class LocalisationAnalysis(Analysis):
     name = "localisation"
     title = "Localisation: Grad-CAM win rate against the independent student"
 
-    def __init__(self, n_inputs: int = 1000, layer: str = "last_conv", seed: int = 0) -> None:
+    def __init__(
+        self, n_inputs: int = 1000, layer: str = "last_conv", margin: float = 5.0, seed: int = 0
+    ) -> None:
         super().__init__()
         if n_inputs < 1:
             raise ValueError("n_inputs must be >= 1")
-        self.n_inputs, self.layer, self.seed = n_inputs, layer, seed
+        if not margin > 0:
+            raise ValueError("margin must be > 0")
+        self.n_inputs, self.layer, self.margin, self.seed = n_inputs, layer, margin, seed
 
     def applies_to(self, study: StudyResult) -> str | None:
         if study.data.test.modality != "image":
@@ -89,52 +130,59 @@ class LocalisationAnalysis(Analysis):
         fg = study.data.test.foreground[idx]
         t_maps = self._maps(study, "teacher", study.config.teacher_seed, idx)
         t_energy = foreground_energy(t_maps, fg)
-        maps: dict[str, dict[int, torch.Tensor]] = {}
+        # per model and seed: per-input closeness to the teacher, and the foreground energy
+        closeness: dict[str, dict[str, PerSeed]] = {"cam": {}, "foreground": {}}
+        energy: dict[str, PerSeed] = {}
         for g in study.groups.values():
-            if g.role != "teacher":
-                maps[g.name] = {s: self._maps(study, g.name, s, idx) for s in sorted(g.runs)}
-        cos = {n: {s: map_cosine(t_maps, m) for s, m in per.items()} for n, per in maps.items()}
-        gap = {
-            n: {s: -np.abs(foreground_energy(m, fg) - t_energy) for s, m in per.items()}
-            for n, per in maps.items()
-        }
-        energy = {
-            n: summarise({s: _finite(foreground_energy(m, fg)) for s, m in per.items()})
-            for n, per in maps.items()
-        }
-        students, controls = {}, {}
+            if g.role == "teacher":
+                continue
+            for s in sorted(g.runs):
+                maps = self._maps(study, g.name, s, idx)
+                e = foreground_energy(maps, fg)
+                closeness["cam"].setdefault(g.name, {})[s] = map_cosine(t_maps, maps)
+                closeness["foreground"].setdefault(g.name, {})[s] = -np.abs(e - t_energy)
+                energy.setdefault(g.name, {})[s] = e
+        controls = control_students(study)
+        premises = premise(study)
+        students: dict[str, Any] = {}
+        records: dict[str, dict[str, Any]] = {WHAT: {}, EXTENSION: {}}
         for g in study.by_role("student"):
-            ind = g.baseline
-            if ind not in controls:
-                seeds = sorted(maps[ind])
-                pairs = seed_pairs(seeds, seeds, distinct=True)
-                controls[ind] = {
-                    "cam": pairwise_win_rates(cos[ind], cos[ind], pairs)[0],
-                    "foreground": pairwise_win_rates(gap[ind], gap[ind], pairs)[0],
+            ind = g.baseline or ""
+            entry: dict[str, Any] = {"independent": ind}
+            for what, key in MEASURES.items():
+                sim = closeness[key]
+                entry[key] = {
+                    "win_rate": crossed_win_rate(sim[g.name], sim[ind]),
+                    "against_controls": {
+                        c: crossed_win_rate(sim[g.name], sim[c]) for c in controls if c != g.name
+                    },
                 }
-            pairs = seed_pairs(sorted(maps[g.name]), sorted(maps[ind]))
-            wr, excluded = pairwise_win_rates(cos[g.name], cos[ind], pairs)
-            fg_wr, _ = pairwise_win_rates(gap[g.name], gap[ind], pairs)
-            assert wr is not None and fg_wr is not None
-            students[g.name] = {
-                "independent": ind,
-                "win_rate": wr,
-                "excluded_inputs": excluded,
-                "verdict": transfer_verdict(wr, controls[ind]["cam"], null=50.0),
-                "foreground_win_rate": fg_wr,
-                "foreground_verdict": transfer_verdict(
-                    fg_wr, controls[ind]["foreground"], null=50.0
-                ),
-            }
-        examples = idx[:4].tolist()
+                if g.name not in controls:
+                    records[what][g.name] = transfer_record(
+                        study,
+                        g.name,
+                        crossed_win_rate(sim[g.name], sim[ind], centre=50.0),
+                        {c: crossed_win_rate(sim[g.name], sim[c], centre=50.0) for c in controls},
+                        self.margin,
+                        premises[g.name]["status"],
+                    )
+            students[g.name] = entry
+        baselines = sorted({g.baseline or "" for g in study.by_role("student")})
         return {
             "n_inputs": len(idx),
             "layer": self.layer,
             "teacher_energy": float(np.nanmean(t_energy)),
-            "energy": energy,
+            "energy": {n: summarise(per, shared_inputs=True) for n, per in energy.items()},
             "students": students,
-            "controls": controls,
-            "examples": examples,
+            "independent_spread": {
+                b: {k: independent_spread(closeness[k][b]) for k in ("cam", "foreground")}
+                for b in baselines
+            },
+            "premise": {n: p["status"] for n, p in premises.items()},
+            "margin": self.margin,
+            "verdicts": {WHAT: records[WHAT]},
+            "extension": {EXTENSION: records[EXTENSION]},
+            "examples": idx[:4].tolist(),
         }
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
@@ -142,56 +190,70 @@ class LocalisationAnalysis(Analysis):
             [
                 html.escape(n),
                 html.escape(s["independent"]),
-                fmt_summary(s["win_rate"], 1),
-                f"<span class='{_css(s['verdict'])}'>{s['verdict']}</span>",
-                fmt_summary(s["foreground_win_rate"], 1),
-                f"<span class='{_css(s['foreground_verdict'])}'>{s['foreground_verdict']}</span>",
-                str(s["excluded_inputs"]),
+                fmt_summary(s["cam"]["win_rate"], 1),
+                str(s["cam"]["win_rate"]["excluded_inputs"]),
+                "; ".join(
+                    f"{html.escape(c)}: {fmt_summary(v, 1)}"
+                    for c, v in s["cam"]["against_controls"].items()
+                )
+                or "–",
+                fmt_summary(s["foreground"]["win_rate"], 1),
             ]
             for n, s in result["students"].items()
         ]
-        ctrl = [
+        spread = [
             [
-                html.escape(n),
-                fmt_summary(c["cam"], 1) if c["cam"] else "one seed: not run",
-                fmt_summary(c["foreground"], 1) if c["foreground"] else "–",
+                html.escape(b),
+                _spread(c["cam"]),
+                _spread(c["foreground"]),
             ]
-            for n, c in result["controls"].items()
+            for b, c in result["independent_spread"].items()
         ]
         energy = [[html.escape(n), fmt_summary(e)] for n, e in result["energy"].items()]
         return (
             f"<p>Grad-CAM of the ground-truth class at <code>{html.escape(result['layer'])}</code> "
-            f"on {result['n_inputs']} test inputs. Win rate (%): how often a distilled student's "
-            "map is closer (cosine) to the teacher's than the independent student's, over every "
-            "(student seed, independent seed) pair; mean [95 % hierarchical-bootstrap interval]. "
-            "Foreground: the same with the share of map energy inside the object mask.</p>"
+            f"on {result['n_inputs']} test inputs. Win rate (%): how often a student's map is "
+            "closer (cosine) to the teacher's than the other model's, over every (seed, seed) "
+            "pair and input; mean [95 % t interval, crossed seeds × seeds × inputs]. Inputs "
+            "where any compared map is all zero are dropped from the whole grid and counted. "
+            "The gap is the win rate against the independent student − 50; the effect beyond a "
+            "control is the head-to-head win rate against the control student − 50.</p>"
+            + premise_note(result["premise"])
+            + verdict_table(
+                result["verdicts"], "win rate vs independent − 50 (points)", result["margin"]
+            )
             + table(
                 [
                     "student",
                     "independent",
-                    "win rate",
-                    "verdict",
-                    "foreground win rate",
-                    "verdict",
+                    "win rate vs independent",
                     "inputs excluded (zero map)",
+                    "win rate vs control",
+                    "foreground win rate vs independent",
                 ],
                 rows,
             )
-            + "<h3>Control: independent vs independent' (different seeds)</h3>"
-            + table(["independent", "win rate (expected ≈ 50)", "foreground win rate"], ctrl)
-            + "<h3>Share of Grad-CAM energy on the object</h3>"
-            + f"<p>Teacher: {result['teacher_energy']:.3f}.</p>"
+            + "<h3>Sanity: independent vs independent' (different seeds, descriptive)</h3>"
+            + "<p class='note'>Win rate of one independent seed over another, per pair; "
+            "exchangeable seeds give about 50.</p>"
+            + table(["independent", "Grad-CAM win rate per pair", "foreground win rate"], spread)
+            + "<h3>Extension (not a paper finding): share of Grad-CAM energy on the object</h3>"
+            + "<p class='note'>Closeness to the teacher: −|E_model − E_teacher|, E = the share "
+            "of map energy inside the object mask; same inference and rule, not scored.</p>"
+            + verdict_table(
+                result["extension"], "foreground win rate − 50 (points)", result["margin"]
+            )
+            + f"<p>Teacher energy inside the mask: {result['teacher_energy']:.3f}.</p>"
             + table(["model", "energy inside the mask"], energy)
             + _overlays(result, study, self)
         )
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    return x[np.isfinite(x)]
-
-
-def _css(v: str) -> str:
-    return {"transfers": "better", "confounded": "worse"}.get(v, "inconclusive")
+def _spread(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "one seed: not run"
+    pairs = ", ".join(f"{k}: {v:.1f}" for k, v in s["per_pair"].items())
+    return f"{pairs} (mean |WR − 50| = {s['mean_abs_deviation']:.1f})"
 
 
 def _overlays(result: dict[str, Any], study: StudyResult, analysis: LocalisationAnalysis) -> str:

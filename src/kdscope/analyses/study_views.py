@@ -235,13 +235,3 @@ def transfer_record(
         record["verdict_without_guard"] = verdict
     return record
 
-
-def transfer_verdict(gap: dict[str, Any], control: dict[str, Any] | None, null: float = 0.0) -> str:
-    """TEMPORARY (being replaced by :func:`transfer_record`): the old rule."""
-    if not gap["ci95"][0] > null:
-        return "no transfer"
-    if control is None:
-        return "no control"
-    if control["ci95"][0] > null and control["mean"] - null >= 0.5 * (gap["mean"] - null):
-        return "confounded"
-    return "transfers"

@@ -1,6 +1,7 @@
 """Property transfer (Ojha et al. 2023): does a distilled student localise, fail and represent
 like its teacher? The functional core on any ``nn.Module``: Grad-CAM maps and win rates
-(:mod:`.localisation`), linear CKA (:mod:`.cka`) and teacher-crafted attacks (:mod:`.attacks`)."""
+(:mod:`.localisation`), linear CKA, biased and debiased (:mod:`.cka`), and teacher-crafted
+attacks (:mod:`.attacks`)."""
 
 from kdscope.property_transfer.attacks import (
     calibrate_eps,
@@ -10,17 +11,18 @@ from kdscope.property_transfer.attacks import (
     predict_labels,
     transfer_rates,
 )
-from kdscope.property_transfer.cka import cka_matrix, gram_cka, linear_cka
+from kdscope.property_transfer.cka import cka_matrix, debiased_cka, gram_cka, linear_cka
 from kdscope.property_transfer.localisation import (
     foreground_energy,
     gradcam_maps,
     map_cosine,
-    win_rate,
+    win_grid,
 )
 
 __all__ = [
     "calibrate_eps",
     "cka_matrix",
+    "debiased_cka",
     "fooled",
     "fooling_rate",
     "foreground_energy",
@@ -31,5 +33,5 @@ __all__ = [
     "map_cosine",
     "predict_labels",
     "transfer_rates",
-    "win_rate",
+    "win_grid",
 ]

@@ -11,9 +11,12 @@ comparable. The win rate of a distilled student S against an independent student
     WR(S) = 100 · mean_x win(x),   win = 1 if cos(CAM_T, CAM_S) > cos(CAM_T, CAM_Ind),
                                           ½ on a tie, 0 otherwise,
 
-on flattened maps; inputs where any compared map is all zero (cosine undefined) are excluded
-and counted. The kdscope extension compares with the datasets' foreground masks: the share of a
-map's energy inside the mask, E = Σ_mask CAM / Σ CAM.
+on flattened maps. With several seeds of each, :func:`win_grid` gives the win indicators
+x[i, j, n] of every (S seed i, Ind seed j) pair on every input n, the crossed grid that
+:func:`kdscope.stats.summarise_crossed` infers from with seeds as the unit. An input where any
+compared map is all zero (cosine undefined) is dropped from the whole grid, so every pair is
+scored on the same inputs, and counted. The kdscope extension compares with the datasets'
+foreground masks: the share of a map's energy inside the mask, E = Σ_mask CAM / Σ CAM.
 """
 
 from __future__ import annotations
@@ -59,11 +62,16 @@ def map_cosine(a: Tensor, b: Tensor) -> np.ndarray:
     return cos.numpy()
 
 
-def win_rate(closer: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per-input win (1, ½ on a tie, 0) of ``closer`` over ``other`` (both similarities to the
-    teacher), on the inputs where both are defined, and the number excluded."""
-    ok = np.isfinite(closer) & np.isfinite(other)
-    wins = np.where(closer[ok] > other[ok], 1.0, np.where(closer[ok] == other[ok], 0.5, 0.0))
+def win_grid(closer: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, int]:
+    """Win indicators x[i, j, n] of ``closer`` (k1 × N: one row of per-input similarities to the
+    teacher per seed; a single row may be 1-D) over ``other`` (k2 × N): 1 where
+    closer[i, n] > other[j, n], ½ on a tie, 0 otherwise. Only the inputs defined (finite) in
+    every row of both are kept, so each pair is scored on the same inputs; returns the
+    (k1, k2, N_kept) grid and the number of inputs dropped."""
+    a, b = np.atleast_2d(closer), np.atleast_2d(other)
+    ok = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    a, b = a[:, None, ok], b[None, :, ok]
+    wins = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
     return wins, int((~ok).sum())
 
 
