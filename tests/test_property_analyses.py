@@ -74,9 +74,10 @@ def test_transfer_verdict_and_orientation() -> None:
 
     gap = s(0.1, 0.05, 0.15)
     assert transfer(gap, [s(0.05, 0.01, 0.09)], 0.03) == "transfers"
-    # the control differences are compared with 0 directly: one not above 0 confounds
-    assert transfer(gap, [s(0.02, -0.01, 0.05)], 0.03) == "confounded"
+    # the control differences are compared with 0 directly: one equivalent to 0 confounds,
+    # one too wide to tell leaves the control inconclusive
     assert transfer(gap, [s(0.05, 0.01, 0.09), s(0.0, -0.02, 0.02)], 0.03) == "confounded"
+    assert transfer(gap, [s(0.02, -0.01, 0.05)], 0.03) == "control inconclusive"
     assert transfer(gap, [], 0.03) == "no control"
     # a wide interval around 0 is inconclusive, never "no transfer"
     assert transfer(s(0.01, -0.2, 0.22), [], 0.03) == "inconclusive"
@@ -105,7 +106,13 @@ def test_claim_status_rules() -> None:
     # a wide interval around 0 is not evidence of no transfer: never scored reproduced
     for verdict in ("inconclusive", "too few seeds", "confounded", "away from the teacher"):
         assert st("no", verdict) == "not scored"
-    for verdict in ("inconclusive", "no control", "model at chance", "too few seeds"):
+    for verdict in (
+        "inconclusive",
+        "control inconclusive",
+        "no control",
+        "model at chance",
+        "too few seeds",
+    ):
         assert st("yes", verdict) == "not scored"
     assert st("weak", "transfers") == "not scored"
     assert st("yes", "transfers", premise="unmet") == "not scored"

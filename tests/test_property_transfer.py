@@ -227,8 +227,11 @@ def test_transfer_verdict_rules() -> None:
 
     gap, above, null = s(0.1, 0.05, 0.15), s(0.05, 0.01, 0.09), s(0.0, -0.04, 0.04)
     assert transfer(gap, [above], 0.03) == "transfers"
-    assert transfer(gap, [above, null], 0.03) == "confounded"  # a control not above 0
-    assert transfer(gap, [s(-0.02, -0.05, 0.01)], 0.03) == "confounded"
+    assert transfer(gap, [above, null], 0.03) == "confounded"  # a control equivalent to S
+    assert transfer(gap, [s(-0.05, -0.09, -0.01)], 0.03) == "confounded"  # control beyond S
+    # a control too uncertain to tell apart confounds nothing, and confirms nothing
+    assert transfer(gap, [s(-0.02, -0.05, 0.01)], 0.03) == "control inconclusive"
+    assert transfer(gap, [above, s(0.3, -0.4, 1.0)], 0.03) == "control inconclusive"
     assert transfer(gap, [], 0.03) == "no control"
     assert transfer(gap, [s(0.05, 0.01, 0.09, n=1)], 0.03) == "no control"  # unusable control
     # a wide interval around 0 is not evidence of no transfer

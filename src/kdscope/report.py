@@ -257,7 +257,9 @@ def verdict_table(verdicts: dict[str, dict[str, dict[str, Any]]], gap: str, marg
         f"<p class='note'>Verdict rule: <i>no transfer</i> needs the 90 % interval of the gap "
         f"inside ±{margin:g} (two one-sided tests); <i>transfers</i> needs the 95 % interval "
         "above 0 and the student's effect beyond every control above 0 (e.g. distilled − "
-        "soft-label control, paired by seed), else <i>confounded</i>.</p>"
+        "soft-label control, paired by seed); <i>confounded</i> when a control shows the "
+        "effect too (its difference equivalent to 0 or below it), <i>control inconclusive</i> "
+        "when a difference is too uncertain to tell.</p>"
         + table(
             [
                 "measured on",

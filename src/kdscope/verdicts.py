@@ -75,11 +75,12 @@ def comparison(summary: dict[str, Any] | None, margin: float | None = None) -> s
     return {ABOVE: "better", BELOW: "worse"}.get(c, c)
 
 
-TRANSFERS, NO_TRANSFER, AWAY, CONFOUNDED, NO_CONTROL = (
+TRANSFERS, NO_TRANSFER, AWAY, CONFOUNDED, CONTROL_INCONCLUSIVE, NO_CONTROL = (
     "transfers",
     "no transfer",
     "away from the teacher",
     "confounded",
+    "control inconclusive",
     "no control",
 )
 
@@ -96,10 +97,11 @@ def transfer(
     the control's gap):
 
     * **no transfer**: the gap is equivalent to ``null`` within ± ``margin`` (TOST, 90 %);
-    * **transfers**: the gap lies above ``null`` *and* every control difference lies above 0;
-      **confounded**: the gap lies above ``null`` but some control difference does not (that
-      control explains the effect, or cannot be told apart from it); **no control**: the gap
-      lies above ``null`` and no control with enough seeds was measured;
+    * when the gap lies above ``null``: **transfers** if every control difference lies above 0;
+      **confounded** if some control difference is equivalent to 0 within ± ``margin`` or lies
+      below it (that control shows the effect as well); **control inconclusive** if a control
+      difference is too uncertain to tell; **no control** if no control with enough seeds was
+      measured;
     * **away from the teacher**: the gap lies below ``null``;
     * **inconclusive** / **too few seeds** otherwise.
     """
@@ -110,10 +112,13 @@ def transfer(
         return AWAY
     if c != ABOVE:
         return c
-    usable = [classify(d) for d in control_differences if classify(d) != TOO_FEW_SEEDS]
-    if not usable:
+    beyond = [classify(d, 0.0, margin) for d in control_differences]
+    beyond = [d for d in beyond if d != TOO_FEW_SEEDS]
+    if not beyond:
         return NO_CONTROL
-    return TRANSFERS if all(d == ABOVE for d in usable) else CONFOUNDED
+    if any(d in (EQUIVALENT, BELOW) for d in beyond):
+        return CONFOUNDED
+    return TRANSFERS if all(d == ABOVE for d in beyond) else CONTROL_INCONCLUSIVE
 
 
 def css(verdict: str) -> str:

@@ -25,12 +25,13 @@ Scoring of a row (``status``):
 
 * the paper found transfer ("yes"): **reproduced** when the verdict is *transfers*; **not
   reproduced** when it is *no transfer* (equivalence shown), *away from the teacher* or
-  *confounded* (the control explains the effect);
+  *confounded* (a control shows the effect too: equivalent to the student, or beyond it);
 * the paper found none ("no"): **reproduced** only when equivalence within the stated margin
   was shown (*no transfer*); **not reproduced** when the verdict is *transfers*. A wide interval
   around 0 is absence of evidence, not evidence of absence;
 * everything else is **not scored**, with the reason: a weak or absent expectation,
-  *inconclusive*, *too few seeds*, *no control*, *model at chance*, or the paper's premise
+  *inconclusive*, *control inconclusive*, *too few seeds*, *no control*, *model at chance*, or
+  the paper's premise
   unmet (the distilled student is not more accurate than the independent one, the condition
   under which the paper made its claims).
 
