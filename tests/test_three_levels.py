@@ -166,6 +166,21 @@ def test_a_small_three_levels_study_runs_every_analysis(tmp_path) -> None:
     zoo = a["teacher_check"]["teachers"]
     assert set(zoo) == {"teacher", "label_smoothed", "over_trained", "early_stopped"}
     assert all("kd_gain" in t for t in zoo.values())
+    # a zoo KD student against the study teacher's, seed by seed: the difference of their gains
+    # over the same baseline seed
+    for name in ("label_smoothed", "over_trained", "early_stopped"):
+        for s in ("0", "1"):
+            assert math.isclose(
+                zoo[name]["kd_vs_teacher"]["per_seed"][s],
+                zoo[name]["kd_gain"]["per_seed"][s] - zoo["teacher"]["kd_gain"]["per_seed"][s],
+                abs_tol=1e-12,
+            )
+    # both KD-sim variants are in the ordering claim, the zoo's KD students in the failure claim
+    assert claims[2]["claim"] == "benefit ordering KD-pt > KD-sim > LS"
+    assert set(claims[2]["value"]) == {"KD-sim (class-mean)", "KD-sim (weight-cosine)"}
+    assert a["three_levels"]["groups"]["KD-sim (weight-cosine)"] == "kd_sim_cosine"
+    assert set(claims[5]["value"]["kd_vs_teacher"]) == {"label_smoothed", "over_trained"}
+    assert "partial_spearman" in claims[0]["value"]
     geo = a["class_geometry"]["groups"]
     assert set(geo["kd"]["hierarchy_score"]["per_seed"]) == {"0", "1"}
     assert a["difficulty"]["true_difficulty"] is not None
@@ -234,20 +249,23 @@ def test_equal_count_bins_split_ties_by_position() -> None:
 
 
 def test_claim_verdict_rules() -> None:
-    from kdscope.analyses.three_levels import ThreeLevelsAnalysis, interval_verdict
+    """The interval rule, its mirror for a claimed decrease, and the rule combining parts (the
+    claims' own rules are tested in test_three_levels_claims.py)."""
+    from kdscope.analyses.three_levels import all_of, decrease_verdict, interval_verdict
 
-    assert interval_verdict([0.01, 0.2]) == "reproduced"
-    assert interval_verdict([-0.2, -0.01]) == "not reproduced"
-    assert interval_verdict([-0.1, 0.1]) == "inconclusive"
-    order = ThreeLevelsAnalysis()._ordering_claim
-    up, flat, down = (
-        {"mean": m, "ci95": ci}
-        for m, ci in [(0.1, [0.05, 0.15]), (0.0, [-0.1, 0.1]), (-0.1, [-0.15, -0.05])]
-    )
-    assert order(up, up)["verdict"] == "reproduced"
-    assert order(up, flat)["verdict"] == "inconclusive"
-    assert order(flat, down)["verdict"] == "not reproduced"
-    assert order(None, up)["verdict"] == "not measured"
+    def s(lo: float, hi: float, n: int = 5) -> dict:
+        return {"mean": (lo + hi) / 2, "ci95": [lo, hi], "n_seeds": n}
+
+    assert interval_verdict(s(0.01, 0.2)) == "reproduced"
+    assert interval_verdict(s(-0.2, -0.01)) == "not reproduced"
+    assert interval_verdict(s(-0.1, 0.1)) == "inconclusive"
+    assert interval_verdict(s(0.01, 0.2, n=1)) == "too few seeds"
+    assert decrease_verdict(s(-0.2, -0.01)) == "reproduced"
+    assert decrease_verdict(s(0.01, 0.2)) == "not reproduced"
+    assert decrease_verdict(s(-0.1, 0.1)) == "inconclusive"
+    assert all_of(["reproduced", "reproduced"]) == "reproduced"
+    assert all_of(["reproduced", "inconclusive"]) == "inconclusive"
+    assert all_of(["inconclusive", "not reproduced", "reproduced"]) == "not reproduced"
 
 
 def test_head_inputs_are_the_last_linear_layers_input() -> None:

@@ -14,7 +14,10 @@ In a study the analysis checks the study's teacher (held-out model: the CE basel
 ``zoo: true``, a zoo of variants of it trained on the same data (§12.4): a label-smoothed teacher
 (ε = 0.2), an over-trained one (no weight decay, 4× the epochs) and an early-stopped one (a tenth
 of the epochs). With ``zoo_students`` each zoo teacher also distils a KD student per seed (the
-study's KD settings), so the report shows whether the flags predict the KD gain over the baseline.
+study's KD settings), so the report shows whether the flags predict the KD gain: its gain over the
+baseline (``kd_gain``) and its difference from the study teacher's KD student (``kd_vs_teacher``),
+both paired by seed and test input, with intervals over seeds. The zoo has one teacher per recipe
+(the study's teacher seed), so these intervals replicate the students, not the teachers.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from kdscope.evaluation import predict_logits
 from kdscope.report import fmt_summary, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.check import Thresholds, teacher_check
+from kdscope.verdicts import ABOVE, classify
 
 if TYPE_CHECKING:
     from kdscope.study import Group, StudyResult
@@ -148,7 +152,8 @@ class TeacherCheckAnalysis(Analysis):
         }
         if kd is not None and baseline is not None:
             teachers["teacher"]["kd_gain"] = summarise(
-                paired(correctness(study, kd.name), correctness(study, baseline.name))
+                paired(correctness(study, kd.name), correctness(study, baseline.name)),
+                shared_inputs=True,
             )
         if self.zoo:
             for name in ZOO:
@@ -214,42 +219,16 @@ class TeacherCheckAnalysis(Analysis):
                 )
                 pred = predict_logits(model, study.data.test).argmax(1)
                 correct[seed] = (pred == study.data.test.labels).numpy().astype(np.float64)
-            out["kd_gain"] = summarise(paired(correct, correctness(study, baseline.name)))
+            out["kd_gain"] = summarise(
+                paired(correct, correctness(study, baseline.name)), shared_inputs=True
+            )
+            out["kd_vs_teacher"] = summarise(
+                paired(correct, correctness(study, kd.name)), shared_inputs=True
+            )
         return out
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
-        rows = []
-        flag_names: list[str] = []
-        for t in result["teachers"].values():
-            flag_names = list(t["flags"])
-            break
-        for name, t in result["teachers"].items():
-            lv = t["levels"]
-            row = [html.escape(name), html.escape(t.get("recipe", "the study's teacher"))]
-            row += [
-                _get(lv, "universe", "non_gt_mass"),
-                _get(lv, "domain", "relational_excess"),
-                _get(lv, "domain", "relational_excess_tau1"),
-                _get(lv, "domain", "tail_entropy"),
-                _get(lv, "instance", "rho_g_mean"),
-                _get(lv, "instance", "frac_above_0.99"),
-                _get(lv, "instance", "auroc"),
-            ]
-            row += [_flag_cell(t["flags"][f]) for f in flag_names]
-            row.append(fmt_summary(t["kd_gain"], sign=True) if "kd_gain" in t else "–")
-            rows.append(row)
-        headers = [
-            "teacher",
-            "recipe",
-            "(a) non-GT mass at τ",
-            "(b) relational excess τ=1",
-            "(b) tail entropy at τ",
-            "(c) mean ρ¹_g",
-            "(c) share ρ¹_g > 0.99",
-            "(c) AUROC",
-            *flag_names,
-            "KD student − baseline",
-        ]
+        headers, rows = check_table(result["teachers"])
         messages = "".join(
             f"<li><b>{html.escape(name)}</b>, {html.escape(f)}: {html.escape(flag['message'])}</li>"
             for name, t in result["teachers"].items()
@@ -283,6 +262,46 @@ class TeacherCheckAnalysis(Analysis):
         )
 
 
+# (header, level, key) of the per-level columns of the report's table, in order
+LEVEL_COLUMNS = (
+    ("(a) non-GT mass at τ", "universe", "non_gt_mass"),
+    ("(b) relational excess at τ", "domain", "relational_excess"),
+    ("(b) relational excess τ=1", "domain", "relational_excess_tau1"),
+    ("(b) tail entropy at τ", "domain", "tail_entropy"),
+    ("(c) mean ρ¹_g", "instance", "rho_g_mean"),
+    ("(c) share ρ¹_g > 0.99", "instance", "frac_above_0.99"),
+    ("(c) AUROC", "instance", "auroc"),
+)
+
+
+def check_table(teachers: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (HTML cells) of the report's teacher table: name, recipe, the
+    :data:`LEVEL_COLUMNS`, one column per flag, and the zoo's KD students (gain over the baseline;
+    difference from the study teacher's KD student). Headers and cells come from one column list,
+    so every row has as many cells as there are headers."""
+    flag_names = list(next(iter(teachers.values()))["flags"]) if teachers else []
+    headers = [
+        "teacher",
+        "recipe",
+        *(h for h, _, _ in LEVEL_COLUMNS),
+        *flag_names,
+        "KD student − baseline",
+        "KD student − study teacher's KD student",
+    ]
+    rows = [
+        [html.escape(name), html.escape(t.get("recipe", "the study's teacher"))]
+        + [_get(t["levels"], level, key) for _, level, key in LEVEL_COLUMNS]
+        + [_flag_cell(t["flags"][f]) for f in flag_names]
+        + [_summary_cell(t, "kd_gain"), _summary_cell(t, "kd_vs_teacher")]
+        for name, t in teachers.items()
+    ]
+    return headers, rows
+
+
+def _summary_cell(teacher: dict[str, Any], key: str) -> str:
+    return fmt_summary(teacher[key], sign=True) if key in teacher else "–"
+
+
 def _get(levels: dict[str, Any], level: str, key: str) -> str:
     v = levels.get(level, {}).get(key)
     return "–" if v is None else f"{v:.3f}"
@@ -301,12 +320,14 @@ def _noisy_tail(study: StudyResult) -> dict[str, Any] | None:
     if not kd or not topk:
         return None
     ref = correctness(study, kd[0].name)
-    gains = {g.name: summarise(paired(correctness(study, g.name), ref)) for g in topk}
+    gains = {
+        g.name: summarise(paired(correctness(study, g.name), ref), shared_inputs=True) for g in topk
+    }
     return {
         "kd": kd[0].name,
         "gains": gains,
-        "flagged": any(v["ci95"][0] > 0 for v in gains.values()),
+        "flagged": any(classify(v) == ABOVE for v in gains.values()),
     }
 
 
-__all__ = ["TeacherCheckAnalysis", "check_teacher", "format_check"]
+__all__ = ["TeacherCheckAnalysis", "check_table", "check_teacher", "format_check"]
