@@ -61,8 +61,8 @@ def test_unknown_layer_is_a_user_error_naming_it() -> None:
 
 def test_layer_weights_container_and_activation() -> None:
     model = build_model("cnn_small", 3, width=4)
-    conv_w = layer_weights(model, "conv")  # Conv2d + BatchNorm: both weights, no bias
-    assert [w.shape for w in conv_w] == [model.conv[0].weight.shape, model.conv[1].weight.shape]
+    conv_w = layer_weights(model, "conv")  # Conv2d + BatchNorm: the conv kernel alone
+    assert len(conv_w) == 1 and conv_w[0] is model.conv[0].weight
     act_w = layer_weights(model, "fc1_act", torch.rand(2, 3, 16, 16))  # last parametrised before
     assert act_w[0] is model.fc1.weight
     assert _hook_count(model) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import html
 import json
 import shutil
 from pathlib import Path
@@ -43,11 +44,16 @@ def test_section_shows_students_verdicts_settings_and_figures(
         assert g.name in section
     for layer in result["layers"].values():
         for c in layer["comparisons"].values():
+            if not c["for_verdicts"]:  # a mimicking student at another layer: shown, labelled
+                assert html.escape(c["not_a_verdict"]) in section
+                assert all("verdict" not in m for m in c["metrics"].values())
+                continue
             for h in c["hypotheses"].values():
                 assert f"class='{VERDICT_CLASS[h['verdict']]}'" in section
                 assert f">{h['verdict']}</td>" in section
             for m in c["metrics"].values():
-                assert f"class='{VERDICT_CLASS[m['verdict']]}'" in section
+                if "verdict" in m:  # the displacement columns are shown, never a verdict
+                    assert f"class='{VERDICT_CLASS[m['verdict']]}'" in section
     assert "1. more fg / fewer bg points, higher quality" in section
     settings = result["settings"]
     assert f"<th>λ</th><td>{settings['lambda']:.4g}</td>" in section

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         "name",
         choices=["training", "knowledge-points", "verdicts"],
         help="training: cost of trajectory logging and teacher caching; knowledge-points: fast "
-        "vs reference information discarding (speed ratio and agreement); verdicts: false-"
+        "vs reference information discarding, input by input, on a trained teacher, baseline and "
+        "student at every diagnosed layer (exits 1 if a gate fails); verdicts: false-"
         "positive rate of the verdict intervals in simulated null studies, and their power "
         "(exits 1 if a rate exceeds the nominal 5 %% by more than 0.01)",
     )
@@ -153,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = {k: v for k, v in (("repeats", args.repeats), ("studies", args.studies)) if v}
             rows = BENCHMARKS[args.name](**options)
             print(format_rows(rows))
-            return 1 if any(r.get("calibrated") is False for r in rows) else 0
+            failed = any(
+                r.get("calibrated") is False or str(r.get("gate", "")).startswith("fail")
+                for r in rows
+            )
+            return 1 if failed else 0
         return _list(args.what)
     except KdscopeError as e:
         print(f"kdscope: error: {e}", file=sys.stderr)

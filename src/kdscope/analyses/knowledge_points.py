@@ -5,10 +5,17 @@ seed, the entropy maps of seeded training candidates are estimated at every chec
 (:mod:`kdscope.knowledge_points`). Per network: N_fg, N_bg and quality at the final checkpoint,
 the peak distance D_mean / D_std (and D_var), and stability ρ, on its effective inputs. Per
 distilled student and seed: the paired difference student − baseline on the intersection of
-their effective inputs, with a hierarchical bootstrap interval (seeds, then inputs; the
-background level H̄ is held at its value on the full set). A metric *holds* when its interval
-excludes 0 in the expected direction (spec §6), *does not hold* when it excludes 0 in the
-opposite one, else it is *inconclusive*; a hypothesis holds when all its metrics hold.
+their effective inputs, with an interval over seeds (:func:`kdscope.stats.summarise`). A metric
+*holds* when its interval excludes 0 in the expected direction (spec §6), *does not hold* when
+it excludes 0 in the opposite one, else it is *inconclusive*; a hypothesis holds when all its
+metrics hold.
+
+Learning speed is measured in two forms from each run's ``trajectory.json``: the per-step path
+length of the layer's own weights (the verdict basis, spec §4.2) and the per-epoch displacement
+(the papers' printed formula, §4.1), reported beside it. A feature-mimicking student is
+diagnosed for verdicts only at the layer it mimics (the papers train one such student per
+layer): at other layers its first phase moves no weight above the mimicked layer, so "learns
+faster" would hold by construction; those pairs are computed and shown, never a verdict.
 
 Entropy maps are cached per network, seed and layer under
 ``DIR/analyses/knowledge_points/<name>/seed<k>/<layer>.npz``, so a killed analysis resumes.
@@ -17,6 +24,7 @@ Entropy maps are cached per network, seed and layer under
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,10 +33,13 @@ import torch
 from tqdm import tqdm
 
 from kdscope import io
+from kdscope import verdicts as verdicts_
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points.diagnosis import (
+    COLUMNS,
+    DISPLACEMENT,
     EXPECTED,
     HYPOTHESES,
     UNIT_MODALITIES,
@@ -40,7 +51,9 @@ from kdscope.knowledge_points.diagnosis import (
     per_input_table,
     statistic,
 )
-from kdscope.knowledge_points.estimator import EstimatorSettings
+from kdscope.knowledge_points.estimator import EstimatorSettings, Mode
+from kdscope.methods.feature_mimic import FeatureMimic
+from kdscope.models.hooks import resolve_layer
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -49,29 +62,26 @@ if TYPE_CHECKING:
 
 PAPERS_SETTING = (
     "The papers' own setting is feature mimicking at the diagnosed layer with a student of the "
-    "teacher's architecture; verdicts for logit KD, Hint, CRD and other methods are kdscope "
+    "teacher's architecture, one student per layer: a feature_mimic student gets verdicts only "
+    "at the layer it mimics. Verdicts for logit KD, Hint, CRD and other methods are kdscope "
     "extensions."
 )
-
-
-def metric_verdict(ci: list[float], expected: str) -> str:
-    """holds / does not hold / inconclusive for an interval of student − baseline."""
-    lo, hi = ci
-    if (lo > 0 and expected == "higher") or (hi < 0 and expected == "lower"):
-        return "holds"
-    if (hi < 0 and expected == "higher") or (lo > 0 and expected == "lower"):
-        return "does not hold"
-    return "inconclusive"
+#: What the hypothesis verdicts on learning speed use (spec §4.2, §9 item 8).
+VERDICT_DISTANCE = "per-step path length"
+MODES = ("fast", "reference", "optimum")
 
 
 def hypothesis_verdict(verdicts: list[str]) -> str:
     """holds if every metric holds; does not hold if any contradicts; partly supported if some
-    hold; inconclusive otherwise."""
-    if all(v == "holds" for v in verdicts):
-        return "holds"
-    if any(v == "does not hold" for v in verdicts):
-        return "does not hold"
-    return "partly supported" if any(v == "holds" for v in verdicts) else "inconclusive"
+    hold; too few seeds if any metric has too few (they share their seeds); inconclusive
+    otherwise. Metric verdicts come from :func:`kdscope.verdicts.directional`."""
+    if any(v == verdicts_.TOO_FEW_SEEDS for v in verdicts):
+        return verdicts_.TOO_FEW_SEEDS
+    if all(v == verdicts_.HOLDS for v in verdicts):
+        return verdicts_.HOLDS
+    if any(v == verdicts_.DOES_NOT_HOLD for v in verdicts):
+        return verdicts_.DOES_NOT_HOLD
+    return "partly supported" if verdicts_.HOLDS in verdicts else verdicts_.INCONCLUSIVE
 
 
 @register_analysis
@@ -82,7 +92,7 @@ class KnowledgePointsAnalysis(Analysis):
     def __init__(
         self,
         layers: tuple[str, ...] | list[str] | None = None,
-        mode: Literal["fast", "reference"] = "fast",
+        mode: Mode = "fast",
         candidates: int = 64,
         target: int | None = 32,
         b: float = 0.2,
@@ -98,8 +108,10 @@ class KnowledgePointsAnalysis(Analysis):
         qa_count_question: bool = False,
         seed: int = 0,
     ) -> None:
-        if mode not in ("fast", "reference"):
-            raise KdscopeError(f"knowledge_points: mode must be fast or reference, not {mode!r}")
+        if mode not in MODES:
+            raise KdscopeError(
+                f"knowledge_points: mode must be one of {', '.join(MODES)}, not {mode!r}"
+            )
         if candidates < 1 or (target is not None and target < 1):
             raise KdscopeError("knowledge_points: candidates and target must be >= 1")
         self.layers = tuple(layers) if layers is not None else None
@@ -191,12 +203,15 @@ class KnowledgePointsAnalysis(Analysis):
                 **self.options,
                 **next(iter(trajs.values())).info,
                 "modality": train.modality,
+                "distance_for_verdicts": VERDICT_DISTANCE,
             },
             "candidates": [int(i) for i in idx],
-            "assumptions": assumptions(study, self.grid, self.qa_count_question),
+            "assumptions": assumptions(study, self.grid, self.qa_count_question, self.options),
             "note": PAPERS_SETTING,
             "layers": {},
         }
+        students = study.by_role("student")
+        mimics = {g.name: mimicked_layer(g) for g in students}
         for layer in layers:
             result["layers"][layer] = {
                 "networks": {
@@ -204,7 +219,10 @@ class KnowledgePointsAnalysis(Analysis):
                     for g in networks
                 },
                 "comparisons": {
-                    g.name: self._comparison(g, trajs, layer) for g in study.by_role("student")
+                    g.name: self._comparison(
+                        g, trajs, layer, not_a_verdict(g, mimics[g.name], layer)
+                    )
+                    for g in students
                 },
             }
         return result
@@ -241,14 +259,14 @@ class KnowledgePointsAnalysis(Analysis):
         path = cache_path(study.out_dir, g.name, run.plan.seed, layer)
         fp = self._fingerprint(run, layer)
         epochs = list(run.plan.checkpoints)
+        distance, displacement = run_distances(run, layer, epochs)
         if path.exists():
             arrays = io.load_npz(path)
             info = json.loads(str(arrays.pop("info")))
             if str(arrays.pop("fingerprint")) == fp:
                 progress(len(epochs) * len(inputs))
-                return EntropyTrajectory.from_arrays(arrays, info)
+                return EntropyTrajectory.from_arrays(arrays, info, distance, displacement)
         models = [run.load(e) for e in epochs]
-        cumulative = run.trajectory()["layers"][layer]["cumulative_distance"]
         traj = entropy_trajectory(
             models,
             layer,
@@ -256,12 +274,13 @@ class KnowledgePointsAnalysis(Analysis):
             foreground,
             input_units(study.data.train.modality, models[-1], inputs, self.grid),
             epochs,
-            [cumulative[e] for e in epochs],
+            distance,
             self.settings,
             target=self.target if self.effective_filter else None,
             mask_rule=self.mask_rule,
             progress=progress,
             counted=counted,
+            displacement=displacement,
         )
         skipped = (len(inputs) - len(traj.candidates)) * len(epochs)
         progress(skipped)
@@ -280,6 +299,7 @@ class KnowledgePointsAnalysis(Analysis):
             if len(chosen.candidates):
                 own[seed] = network_metrics(chosen, **self._metric_options())
         usable = {s: per_input_table(m) for s, m in own.items()}
+        calibrates = self.settings.mode != "optimum"  # the optimum has no calibration step
         out: dict[str, Any] = {
             "role": g.role,
             "method": g.method,
@@ -287,7 +307,9 @@ class KnowledgePointsAnalysis(Analysis):
                 str(s): {
                     "analysed": len(t.candidates),
                     "effective": int(t.effective.sum()),
-                    "uncalibrated_maps": int((~t.calibrated[t.effective]).sum()),
+                    "uncalibrated_maps": (
+                        int((~t.calibrated[t.effective]).sum()) if calibrates else None
+                    ),
                     "dead_feature_inputs": int((t.sigma_f <= 0).any(1).sum()),
                 }
                 for s, t in trajs.items()
@@ -295,8 +317,11 @@ class KnowledgePointsAnalysis(Analysis):
             "metrics": {},
         }
         if usable:
-            out["metrics"] = {m: summarise(usable, statistic=statistic(m)) for m in EXPECTED}
-            out["metrics"]["d_var"] = summarise(usable, statistic=_d_var)
+            out["metrics"] = {
+                m: summarise(usable, statistic=statistic(m)) for m in (*EXPECTED, *DISPLACEMENT)
+            }
+            out["metrics"]["d_var"] = summarise(usable, statistic=_variance("d_mean"))
+            out["metrics"]["d_epoch_var"] = summarise(usable, statistic=_variance("d_epoch_mean"))
             first = next(iter(trajs.values()))
             out["curves"] = {
                 "epochs": first.epochs.tolist(),
@@ -305,13 +330,22 @@ class KnowledgePointsAnalysis(Analysis):
                 "n_bg": np.mean([own[s]["curve_n_bg"] for s in usable], 0).tolist(),
                 "quality": np.mean([own[s]["curve_quality"] for s in usable], 0).tolist(),
                 "distance": np.mean([trajs[s].distance for s in usable], 0).tolist(),
+                "displacement": np.mean([trajs[s].displacement for s in usable], 0).tolist(),
             }
             out["peak_distance"] = {str(s): own[s]["d"].tolist() for s in usable}
+            out["peak_displacement"] = {str(s): own[s]["d_epoch"].tolist() for s in usable}
         return out
 
     def _comparison(
-        self, g: Group, trajs: dict[tuple[str, int, str], EntropyTrajectory], layer: str
+        self,
+        g: Group,
+        trajs: dict[tuple[str, int, str], EntropyTrajectory],
+        layer: str,
+        why_not: str | None,
     ) -> dict[str, Any]:
+        """Paired differences student − baseline at ``layer``: verdicts on the hypotheses'
+        metrics (none when ``why_not`` says why the pair is shown but not a verdict), and the
+        per-epoch displacement metrics beside them, never a verdict."""
         assert g.baseline is not None
         paired, sizes = {}, {}
         for seed in sorted(g.runs):
@@ -324,19 +358,25 @@ class KnowledgePointsAnalysis(Analysis):
             sizes[str(seed)] = len(common)
             if len(common):
                 paired[seed] = rows
-        out: dict[str, Any] = {"baseline": g.baseline, "inputs_per_seed": sizes}
+        out: dict[str, Any] = {
+            "baseline": g.baseline,
+            "inputs_per_seed": sizes,
+            "for_verdicts": why_not is None,
+        }
+        if why_not is not None:
+            out["not_a_verdict"] = why_not
         if not paired:
             out["note"] = "no input is effective for both networks"
             return out
         per_metric = {}
-        for m, expected in EXPECTED.items():
+        for m, expected in {**EXPECTED, **DISPLACEMENT}.items():
             diff = summarise(paired, statistic=statistic(m, paired=True))
-            per_metric[m] = {
-                **diff,
-                "expected": expected,
-                "verdict": metric_verdict(diff["ci95"], expected),
-            }
+            per_metric[m] = {**diff, "expected": expected}
+            if why_not is None and m in EXPECTED:
+                per_metric[m]["verdict"] = verdicts_.directional(diff, expected)
         out["metrics"] = per_metric
+        if why_not is not None:
+            return out
         out["hypotheses"] = {
             h: {
                 "verdict": hypothesis_verdict([per_metric[m]["verdict"] for m in ms]),
@@ -380,9 +420,12 @@ _UNITS = {
 }
 
 
-def assumptions(study: StudyResult, grid: int | None, count_question: bool) -> list[dict[str, str]]:
+def assumptions(
+    study: StudyResult, grid: int | None, count_question: bool, options: dict[str, Any]
+) -> list[dict[str, str]]:
     """The choices behind this study's knowledge points that the papers leave open (spec §8,
-    §9), one row each: what, the choice used here, and where the choice comes from."""
+    §9), one row each: what, the choice used here, and where the choice comes from;
+    ``options`` are the analysis' own (its ``mode``)."""
     data = study.student_data.train
     unit, excluded, scale, source = _UNITS[data.modality]
     if data.task == "span":
@@ -418,7 +461,81 @@ def assumptions(study: StudyResult, grid: int | None, count_question: bool) -> l
                 "spec §8.3",
             ),
         ]
+    rows += [
+        ("estimator mode", _MODES[options["mode"]], "spec §2.6"),
+        (
+            "weights of the distance D",
+            "the diagnosed layer's own conv / linear (or recurrent, attention) weights, "
+            "concatenated; never biases nor BatchNorm / LayerNorm γ (a conv+BN layer: the conv "
+            "kernel); a layer without weights (activation, pooling) takes those of the last "
+            "module with weights that runs before it; trajectory.json lists them",
+            "spec §4.2, kdscope rule",
+        ),
+        (
+            "distance D",
+            f"{VERDICT_DISTANCE} Σ_steps ‖ΔW‖ / ‖W₀‖ for the verdicts; the per-epoch "
+            "displacement Σ_e ‖W_e − W_(e−1)‖ / ‖W₀‖ is reported beside it (D_epoch), same "
+            "peak checkpoint",
+            "spec §4.2 and §9 item 8 (verdicts); §4.1 (displacement)",
+        ),
+        (
+            "feature-mimicking students",
+            "diagnosed for verdicts only at the layer they mimic; at other layers their "
+            "numbers are shown, not a verdict",
+            "spec §7.2 (one student per layer)",
+        ),
+    ]
     return [{"what": w, "choice": c, "source": src} for w, c, src in rows]
+
+
+_MODES = {
+    "fast": "fast: the calibrated snapshot of the reference dynamics, in expectation under "
+    "the layer's linearisation",
+    "reference": "reference: the authors' recipe (Monte Carlo SGD on σ, calibrated snapshot)",
+    "optimum": "optimum (ablation): the minimiser of the relaxed loss at fixed λ, no "
+    "calibration to the target entropy; a different estimand from the papers' calibrated "
+    "snapshot, not comparable with fast or reference numbers",
+}
+
+
+def mimicked_layer(g: Group) -> str | None:
+    """The layer a feature-mimicking student mimics (its method's ``layer`` parameter, or the
+    method's default), None for any other method."""
+    if g.method != "feature_mimic":
+        return None
+    return FeatureMimic(**g.method_params).layer
+
+
+def not_a_verdict(g: Group, mimics: str | None, layer: str) -> str | None:
+    """Why the pair (student ``g``, ``layer``) is shown but kept out of the verdicts, or None
+    when it counts: a student that mimics another layer than ``layer`` (names compared as the
+    module paths they resolve to on the student's model, so a role such as ``last_conv``
+    matches the layer ``conv``)."""
+    if mimics is None:
+        return None
+    model = next(iter(g.runs.values())).load()
+    if resolve_layer(model, mimics) == resolve_layer(model, layer):
+        return None
+    return f"mimics {mimics}; diagnosed at {layer}: shown, not a verdict"
+
+
+def run_distances(run: Run, layer: str, epochs: list[int]) -> tuple[list[float], list[float]]:
+    """The layer's cumulative normalised per-step path length and per-epoch displacement at
+    ``epochs``, from the run's ``trajectory.json``. A run trained by an older kdscope (no
+    displacement logged, and D measured on every weight inside the layer) is an error that
+    says how to retrain it."""
+    file = run.dir / "trajectory.json"
+    logged = run.trajectory()["layers"].get(layer)
+    if logged is None:
+        raise KdscopeError(f"{file} has no trajectory of layer {layer!r}")
+    if "cumulative_displacement" not in logged or "weights" not in logged:
+        raise KdscopeError(
+            f"{run.plan.name} seed {run.plan.seed}: {file} was written by an older kdscope (no "
+            f"per-epoch displacement of layer {layer!r}, and its distance counted normalisation "
+            f"weights); delete {run.dir} and run the study again to retrain it"
+        )
+    step, epoch = logged["cumulative_distance"], logged["cumulative_displacement"]
+    return [step[e] for e in epochs], [epoch[e] for e in epochs]
 
 
 def counted_units(
@@ -437,8 +554,14 @@ def counted_units(
     return foreground, ~question
 
 
-def _d_var(rows: np.ndarray) -> np.ndarray:
-    return np.var(rows[..., 3], axis=-1)
+def _variance(metric: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Population variance over inputs of the metric's column (D_var, D_epoch_var)."""
+    col = COLUMNS[metric]
+
+    def var(rows: np.ndarray) -> np.ndarray:
+        return np.var(rows[..., col], axis=-1)
+
+    return var
 
 
 def cache_path(out_dir: Path, name: str, seed: int, layer: str) -> Path:

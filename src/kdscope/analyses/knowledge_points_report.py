@@ -3,9 +3,10 @@
 :func:`render` turns the JSON result of
 :class:`~kdscope.analyses.knowledge_points.KnowledgePointsAnalysis` into an HTML fragment: the
 settings actually used; per diagnosed layer the hypothesis verdicts, the paired differences
-student − baseline behind them, every network's own metrics, the knowledge-point curves with the
-peak distances; and, for the first layer, entropy maps of example inputs with their knowledge
-points (read from the analysis' cache).
+student − baseline behind them (with the per-epoch displacement D_epoch beside the verdict basis
+D, and pairs kept out of the verdicts marked as such), every network's own metrics, the
+knowledge-point curves with the peak distances; and, for the first layer, entropy maps of
+example inputs with their knowledge points (read from the analysis' cache).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kdscope import io
 from kdscope.analyses.knowledge_points import cache_path
 from kdscope.datasets.text import EXCLUDED_IDS, PAD_ID
 from kdscope.knowledge_points.diagnosis import (
+    DISPLACEMENT,
     EXPECTED,
     HYPOTHESES,
     EntropyTrajectory,
@@ -38,6 +40,7 @@ VERDICT_CLASS = {
     "does not hold": "contradicts",
     "inconclusive": "inconclusive",
     "partly supported": "inconclusive",
+    "too few seeds": "inconclusive",
 }
 HYPOTHESIS_TITLES = {
     "quantity_quality": "1. more fg / fewer bg points, higher quality",
@@ -52,9 +55,23 @@ METRIC_LABELS = {
     "d_std": "D<sub>std</sub>",
     "d_var": "D<sub>var</sub>",
     "rho": "ρ",
+    "d_epoch_mean": "D<sub>epoch,mean</sub>",
+    "d_epoch_std": "D<sub>epoch,std</sub>",
+    "d_epoch_var": "D<sub>epoch,var</sub>",
 }
 ARROWS = {"higher": "↑", "lower": "↓"}
-NETWORK_METRICS = ("n_fg", "n_bg", "quality", "d_mean", "d_std", "d_var", "rho")
+NETWORK_METRICS = (
+    "n_fg",
+    "n_bg",
+    "quality",
+    "d_mean",
+    "d_std",
+    "d_var",
+    "rho",
+    "d_epoch_mean",
+    "d_epoch_std",
+    "d_epoch_var",
+)
 EXAMPLES = 3
 
 
@@ -124,12 +141,16 @@ def _intro(result: dict[str, Any]) -> str:
         f"<b>Knowledge points</b> are units whose entropy is more than b = {_setting(b)} nats "
         "below the background level H̄ (mean entropy over background units): N<sub>fg</sub> and "
         "N<sub>bg</sub> count them on the foreground and background, quality = N<sub>fg</sub> / "
-        "(N<sub>fg</sub> + N<sub>bg</sub>) at the final checkpoint. D is the cumulative weight "
-        "distance of the layer at which an input's N<sub>fg</sub> peaks (D<sub>mean</sub>, "
-        "D<sub>std</sub> over inputs); ρ the share of the final foreground points among all ever "
-        "encoded. Intervals are 95 % hierarchical bootstrap intervals (seeds, then inputs); a "
-        "metric holds when its interval of student − baseline excludes 0 in the expected "
-        "direction, does not hold when it excludes 0 in the opposite one.</p>"
+        "(N<sub>fg</sub> + N<sub>bg</sub>) at the final checkpoint. D is the distance the "
+        "layer's own weights W (conv or linear kernels; no bias, no BatchNorm or LayerNorm γ) "
+        "have travelled, over ‖W₀‖, at the checkpoint where an input's N<sub>fg</sub> peaks "
+        "(D<sub>mean</sub>, D<sub>std</sub> over inputs). Two forms: the per-step path length "
+        "Σ<sub>steps</sub> ‖ΔW‖ / ‖W₀‖, which the learning-speed verdicts use, and the per-epoch "
+        "displacement Σ<sub>e</sub> ‖W<sub>e</sub> − W<sub>e−1</sub>‖ / ‖W₀‖ (D<sub>epoch</sub>"
+        ", never larger), shown beside it. ρ is the share of the final foreground points among "
+        "all ever encoded. Intervals are 95 % intervals over seeds; a metric holds when its "
+        "interval of student − baseline excludes 0 in the expected direction, does not hold "
+        "when it excludes 0 in the opposite one.</p>"
     )
     note = f"<p class='note'>{html.escape(result.get('note', ''))}</p>" if "note" in result else ""
     n_cand = len(result.get("candidates", []))
@@ -177,6 +198,7 @@ def _settings_table(s: dict[str, Any], n_candidates: int) -> str:
     )
     items = [
         ("mode", _setting(s.get("mode"))),
+        ("distance for verdicts", _setting(s.get("distance_for_verdicts"))),
         ("perturbation space", _setting(s.get("perturbation_space"))),
         ("scale s", _setting(s.get("scale_s"))),
         ("units n", _units_n(s)),
@@ -218,7 +240,10 @@ def _hypotheses_table(comparisons: dict[str, Any]) -> str:
     rows = []
     for name, c in comparisons.items():
         cells = f"<td>{html.escape(name)}</td><td>{html.escape(str(c.get('baseline', '')))}</td>"
-        if "hypotheses" in c:
+        if "not_a_verdict" in c:
+            note = html.escape(c["not_a_verdict"])
+            cells += f"<td class='note' colspan='{len(HYPOTHESIS_TITLES)}'>{note}</td>"
+        elif "hypotheses" in c:
             for h in HYPOTHESIS_TITLES:
                 hyp = c["hypotheses"].get(h, {})
                 behind = ", ".join(
@@ -238,27 +263,36 @@ def _hypotheses_table(comparisons: dict[str, Any]) -> str:
         + "".join(rows)
         + "</table><p class='note'>A hypothesis holds when all its metrics hold, does not hold "
         "when any does not, is partly supported when some hold; inputs per seed = effective for "
-        "both networks (hover a verdict for its metrics).</p>"
+        "both networks (hover a verdict for its metrics). A feature-mimicking student gets "
+        "verdicts only at the layer it mimics, as in the papers (one student per layer): at a "
+        "layer above it, its mimicking phase moves no weight, so a shorter distance D would "
+        "hold by construction.</p>"
     )
 
 
 def _differences_table(comparisons: dict[str, Any]) -> str:
-    """Paired differences student − baseline with intervals, coloured by verdict."""
-    head = "".join(f"<th>{METRIC_LABELS[m]} {ARROWS[d]}</th>" for m, d in EXPECTED.items())
+    """Paired differences student − baseline with intervals, coloured by verdict; the
+    per-epoch displacement columns and the pairs kept out of the verdicts stay uncoloured."""
+    shown = {**EXPECTED, **DISPLACEMENT}
+    head = "".join(f"<th>{METRIC_LABELS[m]} {ARROWS[d]}</th>" for m, d in shown.items())
     rows = []
     for name, c in comparisons.items():
         metrics = c.get("metrics")
         if not metrics:
             note = html.escape(c.get("note", "no comparison"))
-            cells = f"<td class='note' colspan='{len(EXPECTED)}'>{note}</td>"
+            cells = f"<td class='note' colspan='{len(shown)}'>{note}</td>"
         else:
-            cells = "".join(_difference_td(m, metrics.get(m)) for m in EXPECTED)
-        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+            cells = "".join(_difference_td(m, metrics.get(m)) for m in shown)
+        label = html.escape(name)
+        if "not_a_verdict" in c:
+            label += "<br><small class='note'>shown, not a verdict</small>"
+        rows.append(f"<tr><td>{label}</td>{cells}</tr>")
     return (
         "<h4>Student − baseline (paired by seed and input; mean [95 % interval])</h4>"
         f"<table><tr><th>student</th>{head}</tr>" + "".join(rows) + "</table>"
         "<p class='note'>Arrows give the direction the papers expect for a distilled student; "
-        "hover a cell for the per-seed differences.</p>"
+        "hover a cell for the per-seed differences. The learning-speed verdicts use D (per-step "
+        "path length); D<sub>epoch</sub> (per-epoch displacement) is shown, not a verdict.</p>"
     )
 
 

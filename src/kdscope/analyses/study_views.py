@@ -234,4 +234,3 @@ def transfer_record(
         record["at_chance"] = {n: s for n, s in chance.items()}
         record["verdict_without_guard"] = verdict
     return record
-

@@ -45,6 +45,9 @@ HYPOTHESES: dict[str, tuple[str, ...]] = {
     "learning_speed": ("d_mean", "d_std"),
     "stability": ("rho",),
 }
+# The learning-speed metrics from the per-epoch displacement instead of the per-step path
+# length: reported beside the verdict metrics (same expected direction), never in a verdict.
+DISPLACEMENT: dict[str, str] = {"d_epoch_mean": "lower", "d_epoch_std": "lower"}
 
 
 @dataclass
@@ -53,7 +56,10 @@ class EntropyTrajectory:
 
     ``candidates`` are the inputs' indices in the caller's candidate list; ``effective`` the
     §3.3 filter (σ_f > 0 at every checkpoint, and background mean entropy ≥ foreground mean
-    entropy at every checkpoint in the later part of training).
+    entropy at every checkpoint in the later part of training). ``distance`` and
+    ``displacement`` are the diagnosed layer's cumulative normalised per-step path length and
+    per-epoch displacement at each checkpoint (:mod:`kdscope.trajectory`); they are not part
+    of :meth:`arrays` (the cached maps), so a cache never holds stale distances.
     """
 
     entropy: np.ndarray  # (I, K, n) float32
@@ -64,15 +70,30 @@ class EntropyTrajectory:
     candidates: np.ndarray  # (I,) int
     effective: np.ndarray  # (I,) bool
     epochs: np.ndarray  # (K,) int
-    distance: np.ndarray  # (K,) cumulative normalised path length at each checkpoint
+    distance: np.ndarray  # (K,) cumulative normalised per-step path length at each checkpoint
+    displacement: np.ndarray  # (K,) cumulative normalised per-epoch displacement
     info: dict[str, Any]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The entropy maps and their bookkeeping, without the distances."""
         return {k: getattr(self, k) for k in _ARRAYS}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> EntropyTrajectory:
-        return cls(**{k: arrays[k] for k in _ARRAYS}, info=info)
+    def from_arrays(
+        cls,
+        arrays: dict[str, np.ndarray],
+        info: dict[str, Any],
+        distance: Sequence[float] | None = None,
+        displacement: Sequence[float] | None = None,
+    ) -> EntropyTrajectory:
+        """Maps stored by :meth:`arrays`, with the distances of the run (NaN if not given)."""
+        k = len(arrays["epochs"])
+        return cls(
+            **{key: arrays[key] for key in _ARRAYS},
+            distance=_series(distance, k),
+            displacement=_series(displacement, k),
+            info=info,
+        )
 
     def rows(self, candidates: np.ndarray) -> EntropyTrajectory:
         """The trajectory restricted to the given candidate indices (in that order)."""
@@ -88,6 +109,7 @@ class EntropyTrajectory:
             self.effective[idx],
             self.epochs,
             self.distance,
+            self.displacement,
             self.info,
         )
 
@@ -104,8 +126,17 @@ _ARRAYS = (
     "candidates",
     "effective",
     "epochs",
-    "distance",
 )
+
+
+def _series(values: Sequence[float] | None, k: int) -> np.ndarray:
+    """A (K,) float series, or NaN everywhere when ``values`` is None."""
+    if values is None:
+        return np.full(k, np.nan)
+    out = np.asarray(values, dtype=np.float64)
+    if out.shape != (k,):
+        raise ValueError(f"need one distance per checkpoint ({k}), got shape {out.shape}")
+    return out
 
 
 def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> UnitMap:
@@ -150,8 +181,12 @@ def entropy_trajectory(
     chunk: int = 16,
     progress: Callable[[int], None] | None = None,
     counted: Tensor | None = None,
+    displacement: Sequence[float] | None = None,
 ) -> EntropyTrajectory:
     """Entropy maps of ``inputs`` (candidates, in order) at ``layer`` of every checkpoint.
+
+    ``distance`` and ``displacement`` (optional, NaN if not given) are the layer's cumulative
+    normalised per-step path length and per-epoch displacement at each checkpoint.
 
     Candidates are processed in chunks of ``chunk``; with ``target`` set, processing stops once
     that many are effective (the reference analyses inputs one at a time until 50 are). An
@@ -164,8 +199,8 @@ def entropy_trajectory(
     """
     settings = settings or EstimatorSettings()
     k = len(checkpoints)
-    if len(epochs) != k or len(distance) != k:
-        raise ValueError("need one epoch and one distance per checkpoint")
+    if len(epochs) != k:
+        raise ValueError("need one epoch per checkpoint")
     fg_units = units.foreground(foreground, mask_rule).numpy()
     valid_all = units.valid.expand(inputs.shape[0], -1).numpy()
     if counted is not None:
@@ -213,7 +248,8 @@ def entropy_trajectory(
     return EntropyTrajectory(
         **out,
         epochs=np.asarray(epochs, dtype=np.int64),
-        distance=np.asarray(distance, dtype=np.float64),
+        distance=_series(distance, k),
+        displacement=_series(displacement, k),
         info=info,
     )
 
@@ -271,8 +307,9 @@ def network_metrics(
     """The papers' metrics of one network on all inputs of ``traj``.
 
     Returns per-input arrays at the final checkpoint (``n_fg``, ``n_bg``, ``quality``), the
-    peak distance ``d`` and stability ``rho`` per input, the per-checkpoint means (curves) and
-    the background level H̄ per checkpoint.
+    peak distance per input in both forms (``d``: per-step path length D[m̂(x)], the verdict
+    basis; ``d_epoch``: per-epoch displacement D_epoch[m̂(x)], same m̂), stability ``rho`` per
+    input, the per-checkpoint means (curves) and the background level H̄ per checkpoint.
     """
     level = metrics.background_level(
         traj.entropy, traj.foreground, traj.valid, per_input=per_input_level
@@ -280,12 +317,14 @@ def network_metrics(
     pts = metrics.knowledge_points(traj.entropy, level, b, traj.valid)
     counts = metrics.point_counts(pts, traj.foreground, traj.valid)
     speed = metrics.learning_speed(counts["n_fg"], traj.distance)
+    by_epoch = metrics.learning_speed(counts["n_fg"], traj.displacement)
     rho = metrics.stability(pts, traj.foreground, rho_include_initial, "fg", traj.valid)
     return {
         "n_fg": counts["n_fg"][:, -1].astype(np.float64),
         "n_bg": counts["n_bg"][:, -1].astype(np.float64),
         "quality": counts["quality"][:, -1],
         "d": np.asarray(speed["d"], dtype=np.float64),
+        "d_epoch": np.asarray(by_epoch["d"], dtype=np.float64),
         "rho": rho,
         "curve_n_fg": counts["n_fg"].mean(0),
         "curve_n_bg": counts["n_bg"].mean(0),
@@ -296,26 +335,35 @@ def network_metrics(
 
 
 def per_input_table(m: dict[str, Any]) -> np.ndarray:
-    """(I, 5) columns n_fg, n_bg, quality, d, rho: the rows the bootstrap resamples."""
-    return np.stack([m["n_fg"], m["n_bg"], m["quality"], m["d"], m["rho"]], 1)
+    """(I, 6) columns n_fg, n_bg, quality, d, rho, d_epoch: the rows the bootstrap resamples."""
+    return np.stack([m["n_fg"], m["n_bg"], m["quality"], m["d"], m["rho"], m["d_epoch"]], 1)
 
 
-COLUMNS = {"n_fg": 0, "n_bg": 1, "quality": 2, "d_mean": 3, "d_std": 3, "rho": 4}
+COLUMNS = {
+    "n_fg": 0,
+    "n_bg": 1,
+    "quality": 2,
+    "d_mean": 3,
+    "d_std": 3,
+    "rho": 4,
+    "d_epoch_mean": 5,
+    "d_epoch_std": 5,
+}
+WIDTH = len(set(COLUMNS.values()))
 
 
 def statistic(metric: str, paired: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """Bootstrap statistic of resampled rows (n_boot, k, I, C): the mean of the metric's column
-    (std for ``d_std``); ``paired`` rows hold student columns then baseline columns and the
-    statistic is student − baseline."""
+    (population std for ``d_std`` and ``d_epoch_std``); ``paired`` rows hold student columns
+    then baseline columns and the statistic is student − baseline."""
     col = COLUMNS[metric]
-    reduce = np.std if metric == "d_std" else np.mean
-    width = len(set(COLUMNS.values()))
+    reduce = np.std if metric.endswith("_std") else np.mean
 
     def one(rows: np.ndarray) -> np.ndarray:
         return reduce(rows[..., col], axis=-1)
 
     def diff(rows: np.ndarray) -> np.ndarray:
-        return reduce(rows[..., col], axis=-1) - reduce(rows[..., width + col], axis=-1)
+        return reduce(rows[..., col], axis=-1) - reduce(rows[..., WIDTH + col], axis=-1)
 
     return diff if paired else one
 
@@ -326,7 +374,7 @@ def compare(
     effective_filter: bool = True,
     **metric_options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paired per-input rows (I, 10: student columns, then baseline columns; see
+    """Paired per-input rows (I, 2·WIDTH: student columns, then baseline columns; see
     :func:`per_input_table`) on the intersection of both networks' effective inputs, and those
     inputs' candidate indices. Each network's background level is computed on that set."""
     common = np.intersect1d(
@@ -334,7 +382,7 @@ def compare(
         baseline.effective_candidates(effective_filter),
     )
     if len(common) == 0:
-        return np.zeros((0, 10)), common
+        return np.zeros((0, 2 * WIDTH)), common
     ms = network_metrics(student.rows(common), **metric_options)
     mb = network_metrics(baseline.rows(common), **metric_options)
     return np.concatenate([per_input_table(ms), per_input_table(mb)], 1), common

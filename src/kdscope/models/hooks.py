@@ -94,25 +94,65 @@ def execution_order(model: nn.Module, x: Tensor) -> list[str]:
     return order
 
 
-def layer_weights(model: nn.Module, path: str, example: Tensor | None = None) -> list[nn.Parameter]:
-    """The weight tensors whose path length measures how fast the layer at ``path`` learns.
+#: Normalisation modules: their affine weight γ rescales features, it is not the layer's own map.
+NORMALISATION: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
+)
 
-    Following the knowledge-point reference: the ``weight`` tensors inside the module at ``path``
-    (a container contributes all of them, in registration order); if it has none (an activation),
-    the weight of the last parametrised module executed before it, found from one forward pass
-    on ``example``. Biases are never included.
+
+def is_weight(name: str) -> bool:
+    """Whether a parameter's own name marks a weight matrix or kernel: ``weight`` (linear,
+    conv, embedding), ``weight_*`` (recurrent: ``weight_ih_l0``, ``weight_hh_l0_reverse``) or
+    ``*_weight`` (attention: ``in_proj_weight``). Biases never are."""
+    return name == "weight" or name.startswith("weight_") or name.endswith("_weight")
+
+
+def own_weight_names(module: nn.Module, prefix: str = "") -> list[str]:
+    """Names (under ``prefix``) of the weights of ``module`` and its submodules, in registration
+    order, leaving out every normalisation module (:data:`NORMALISATION`)."""
+    names = []
+    for path, m in module.named_modules(prefix=prefix):
+        if isinstance(m, NORMALISATION):
+            continue
+        names += [
+            f"{path}.{n}" if path else n
+            for n, _ in m.named_parameters(recurse=False)
+            if is_weight(n)
+        ]
+    return names
+
+
+def layer_weight_names(model: nn.Module, path: str, example: Tensor | None = None) -> list[str]:
+    """Parameter names of the weights whose path length measures how fast the layer at ``path``
+    learns: the layer's own weights, never a bias nor a normalisation module's affine γ.
+
+    Rule: the weights (:func:`is_weight`) of the module at ``path`` and its submodules, leaving
+    out normalisation modules: a conv + BatchNorm container gives the conv kernel alone, a
+    Transformer block its attention and MLP matrices without its LayerNorms, an LSTM block its
+    input and recurrent matrices. If that leaves nothing (an activation, a pooling, a
+    normalisation module itself), the weights of the last module that has some and runs before
+    the layer, found from one forward pass on ``example``: ``fc1_act`` gives ``fc1.weight``, a
+    ReLU after conv + BatchNorm the conv kernel.
     """
-    module = get_module(model, path)
-    weights = [p for n, p in module.named_parameters() if n.split(".")[-1] == "weight"]
-    if weights:
-        return weights
+    names = own_weight_names(get_module(model, path), path)
+    if names:
+        return names
     if example is None:
         raise KdscopeError(f"layer {path!r} has no weights; an example input is needed to find one")
     order = execution_order(model, example)
     leaves = [p for p in order if p == path or p.startswith(path + ".")]
     stop = order.index(leaves[0]) if leaves else len(order)
     for prev in reversed(order[:stop]):
-        w = getattr(get_module(model, prev), "weight", None)
-        if isinstance(w, nn.Parameter):
-            return [w]
+        names = own_weight_names(get_module(model, prev), prev)
+        if names:
+            return names
     raise KdscopeError(f"no parametrised module runs before layer {path!r}")
+
+
+def layer_weights(model: nn.Module, path: str, example: Tensor | None = None) -> list[nn.Parameter]:
+    """The weight tensors named by :func:`layer_weight_names`, in that order."""
+    params = dict(model.named_parameters())
+    return [params[n] for n in layer_weight_names(model, path, example)]
