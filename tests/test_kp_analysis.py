@@ -12,6 +12,7 @@ from kdscope import StudyResult, io, load_preset, parse_study, run_study
 from kdscope.analyses.knowledge_points import (
     KnowledgePointsAnalysis,
     cache_path,
+    chance_guard,
     hypothesis_verdict,
     mimicked_layer,
     not_a_verdict,
@@ -42,6 +43,9 @@ def test_metric_verdicts_need_an_interval_over_seeds() -> None:
     one_seed = diff([float("nan"), float("nan")], n_seeds=1)
     assert directional(one_seed, "higher") == "too few seeds"
     assert hypothesis_verdict(["too few seeds", "holds"]) == "too few seeds"
+    assert chance_guard("holds", {"baseline": [1]}) == "model at chance"
+    assert chance_guard("holds", {}) == "holds"
+    assert hypothesis_verdict(["model at chance", "model at chance"]) == "model at chance"
 
 
 def test_hypothesis_verdicts() -> None:
@@ -165,7 +169,8 @@ def test_study_summary_has_metrics_intervals_and_verdicts(
                 if name.startswith("d_epoch"):  # shown beside the verdict basis, never a verdict
                     assert "verdict" not in m and m["expected"] == "lower"
                 else:
-                    assert m["verdict"] == directional(m, m["expected"])
+                    expected = directional(m, m["expected"])
+                    assert m["verdict"] == ("model at chance" if "at_chance" in cmp else expected)
 
 
 def test_mimicking_student_gets_verdicts_only_at_its_layer(
@@ -255,6 +260,37 @@ def test_study_analysis_resumes_from_its_cache(kp_study: tuple[dict, Path, Study
     assert path.stat().st_mtime_ns == before
     again = io.read_json(out / "summary.json")
     assert again["analyses"] == summary["analyses"]
+
+
+def test_models_at_chance_get_no_verdict_and_the_others_the_interval_rule(
+    kp_study: tuple[dict, Path, StudyResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The smoke models are at chance (4 classes, 2 epochs): every verdict reads "model at
+    chance". With the guard lifted, the same cached maps give the interval rule's verdicts."""
+    data, out, study = kp_study
+    layers = io.read_json(out / "summary.json")["analyses"]["knowledge_points"]["layers"]
+    kd = layers["conv"]["comparisons"]["kd"]
+    assert set(kd["at_chance"]) == {"kd", "baseline"}
+    assert {h["verdict"] for h in kd["hypotheses"].values()} == {"model at chance"}
+
+    import kdscope.analyses.knowledge_points as kp_module
+
+    monkeypatch.setattr(kp_module, "pair_at_chance", lambda _study, _name: {})
+    analysis = KnowledgePointsAnalysis(
+        **{k: v for k, v in data["analyses"][0].items() if k != "name"}
+    )
+    analysis.quiet = True
+    result = analysis.run(study)  # the maps come from the study's cache
+    for layer in result["layers"].values():
+        for cmp in layer["comparisons"].values():
+            assert "at_chance" not in cmp
+            for m in cmp["metrics"].values():
+                if "verdict" in m:
+                    assert m["verdict"] == directional(m, m["expected"])
+            for v in cmp.get("hypotheses", {}).values():
+                assert v["verdict"] == hypothesis_verdict(
+                    [cmp["metrics"][m]["verdict"] for m in v["metrics"]]
+                )
 
 
 def test_api_on_a_plain_module_without_a_study() -> None:

@@ -36,6 +36,7 @@ from kdscope import io
 from kdscope import verdicts as verdicts_
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
+from kdscope.analyses.study_views import pair_at_chance
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points.diagnosis import (
     COLUMNS,
@@ -71,12 +72,22 @@ VERDICT_DISTANCE = "per-step path length"
 MODES = ("fast", "reference", "optimum")
 
 
+AT_CHANCE = "model at chance"
+
+
+def chance_guard(verdict: str, at_chance: dict[str, list[int]]) -> str:
+    """``verdict``, or "model at chance" when a compared network has seeds at chance level."""
+    return AT_CHANCE if at_chance else verdict
+
+
 def hypothesis_verdict(verdicts: list[str]) -> str:
     """holds if every metric holds; does not hold if any contradicts; partly supported if some
-    hold; too few seeds if any metric has too few (they share their seeds); inconclusive
-    otherwise. Metric verdicts come from :func:`kdscope.verdicts.directional`."""
-    if any(v == verdicts_.TOO_FEW_SEEDS for v in verdicts):
-        return verdicts_.TOO_FEW_SEEDS
+    hold; too few seeds / model at chance if any metric reads so (they share their seeds and
+    networks); inconclusive otherwise. Metric verdicts come from
+    :func:`kdscope.verdicts.directional` through :func:`chance_guard`."""
+    for guard in (verdicts_.TOO_FEW_SEEDS, AT_CHANCE):
+        if guard in verdicts:
+            return guard
     if all(v == verdicts_.HOLDS for v in verdicts):
         return verdicts_.HOLDS
     if any(v == verdicts_.DOES_NOT_HOLD for v in verdicts):
@@ -212,6 +223,7 @@ class KnowledgePointsAnalysis(Analysis):
         }
         students = study.by_role("student")
         mimics = {g.name: mimicked_layer(g) for g in students}
+        chance = {g.name: pair_at_chance(study, g.name) for g in students}
         for layer in layers:
             result["layers"][layer] = {
                 "networks": {
@@ -220,7 +232,7 @@ class KnowledgePointsAnalysis(Analysis):
                 },
                 "comparisons": {
                     g.name: self._comparison(
-                        g, trajs, layer, not_a_verdict(g, mimics[g.name], layer)
+                        g, trajs, layer, not_a_verdict(g, mimics[g.name], layer), chance[g.name]
                     )
                     for g in students
                 },
@@ -342,10 +354,12 @@ class KnowledgePointsAnalysis(Analysis):
         trajs: dict[tuple[str, int, str], EntropyTrajectory],
         layer: str,
         why_not: str | None,
+        at_chance: dict[str, list[int]],
     ) -> dict[str, Any]:
         """Paired differences student − baseline at ``layer``: verdicts on the hypotheses'
-        metrics (none when ``why_not`` says why the pair is shown but not a verdict), and the
-        per-epoch displacement metrics beside them, never a verdict."""
+        metrics (none when ``why_not`` says why the pair is shown but not a verdict; "model at
+        chance" for every verdict when ``at_chance`` names seeds of the student or its baseline
+        at chance level), and the per-epoch displacement metrics beside them, never a verdict."""
         assert g.baseline is not None
         paired, sizes = {}, {}
         for seed in sorted(g.runs):
@@ -373,10 +387,14 @@ class KnowledgePointsAnalysis(Analysis):
             diff = summarise(paired, statistic=statistic(m, paired=True))
             per_metric[m] = {**diff, "expected": expected}
             if why_not is None and m in EXPECTED:
-                per_metric[m]["verdict"] = verdicts_.directional(diff, expected)
+                per_metric[m]["verdict"] = chance_guard(
+                    verdicts_.directional(diff, expected), at_chance
+                )
         out["metrics"] = per_metric
         if why_not is not None:
             return out
+        if at_chance:
+            out["at_chance"] = at_chance
         out["hypotheses"] = {
             h: {
                 "verdict": hypothesis_verdict([per_metric[m]["verdict"] for m in ms]),

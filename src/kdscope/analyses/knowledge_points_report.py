@@ -41,6 +41,7 @@ VERDICT_CLASS = {
     "inconclusive": "inconclusive",
     "partly supported": "inconclusive",
     "too few seeds": "inconclusive",
+    "model at chance": "inconclusive",
 }
 HYPOTHESIS_TITLES = {
     "quantity_quality": "1. more fg / fewer bg points, higher quality",

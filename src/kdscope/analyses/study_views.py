@@ -181,6 +181,14 @@ def seeds_at_chance(study: StudyResult, group: str, level: float = 0.05) -> list
     return out
 
 
+def pair_at_chance(study: StudyResult, student: str) -> dict[str, list[int]]:
+    """The seeds at chance (:func:`seeds_at_chance`) of a student and of its baseline, by group
+    name; empty when neither has one. A comparison involving such a seed reads **model at
+    chance**: it says nothing about knowledge."""
+    g = study.groups[student]
+    return {n: s for n in (student, g.baseline or "") if n and (s := seeds_at_chance(study, n))}
+
+
 PremiseStatus = str  # "met", "unmet", "uncertain" or "too few seeds"
 
 
@@ -220,8 +228,7 @@ def transfer_record(
     paper's premise for this student (from :func:`premise`) and the verdict of :func:`kdscope.verdicts.transfer`.
     When the student or its independent student has a seed at chance level, the verdict is
     **model at chance** (the comparison says nothing about knowledge)."""
-    g = study.groups[student]
-    chance = {n: s for n in (student, g.baseline or "") if (s := seeds_at_chance(study, n))}
+    chance = pair_at_chance(study, student)
     verdict = transfer(gap, list(controls.values()), margin, null)
     record: dict[str, Any] = {
         "verdict": "model at chance" if chance else verdict,
@@ -231,6 +238,6 @@ def transfer_record(
         "premise": premise_status,
     }
     if chance:
-        record["at_chance"] = {n: s for n, s in chance.items()}
+        record["at_chance"] = chance
         record["verdict_without_guard"] = verdict
     return record
