@@ -1,24 +1,72 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never corrupts an old one."""
+"""Atomic file writes and checked reads.
+
+Writes: a reader never sees a half-written file, a crash never corrupts an old one, and a new
+file gets the mode a plain ``open()`` would give it (0666 less the umask). A write killed
+midway leaves a ``.<name>.<random>.tmp`` file beside its target; :func:`clean_orphans` removes
+them.
+
+Reads never execute code (torch files load with ``weights_only=True``, ``.npz`` files without
+pickles) and turn a missing, empty, truncated or garbage file into one :class:`DamagedFile`
+line naming it.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import secrets
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from kdscope.errors import KdscopeError
+
+#: the name of a temporary file of :func:`_atomic_write`: ``.<target name>.<random>.tmp``
+_TMP_NAME = re.compile(r"\..+\.[0-9a-z_]+\.tmp")
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+class DamagedFile(KdscopeError):
+    """A file kdscope wrote earlier cannot be used: missing, empty, truncated, garbage, holding
+    code, or not what kdscope writes there."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(
+            f"{self.path} is damaged ({reason}); delete it and run the same command again"
+        )
+
+    def warn(self, action: str) -> None:
+        """Say on one stderr line that the file is damaged and what kdscope does instead."""
+        print(
+            f"kdscope: warning: {self.path} is damaged ({self.reason}); {action}", file=sys.stderr
+        )
+
+
+def _open_tmp(path: Path) -> tuple[int, Path]:
+    """Create a new temporary file beside ``path``, as ``open(..., "x")`` would: the kernel
+    applies the umask to mode 0666 (``tempfile.mkstemp`` would force 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, _TMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+
 
 def _atomic_write(path: Path, write: Any, mode: str) -> None:
     """Write via ``write(fileobj)`` to a temporary file beside ``path``, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_tmp(path)
     try:
         with os.fdopen(
             fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})
@@ -28,9 +76,41 @@ def _atomic_write(path: Path, write: Any, mode: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def clean_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files that writes killed midway left anywhere under ``folder``;
+    returns them. Only regular files named like :func:`_atomic_write`'s are touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    orphans = [
+        p
+        for p in folder.rglob(".*.tmp")
+        if _TMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+    ]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+@contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure to read or parse ``path`` (expected to hold ``what``) into one
+    :class:`DamagedFile` line."""
+    try:
+        yield
+    except DamagedFile:
+        raise
+    except FileNotFoundError:
+        raise DamagedFile(path, "missing") from None
+    except PermissionError:  # the file may be fine: the user lacks the right to read it
+        raise
+    except Exception as e:  # whatever the parser raises, the file is not what kdscope wrote
+        empty = path.is_file() and path.stat().st_size == 0
+        raise DamagedFile(path, "empty" if empty else f"not {what}: {type(e).__name__}") from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -42,8 +122,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON value in ``path``; :class:`DamagedFile` if it cannot be read or parsed."""
+    path = Path(path)
+    with _reading(path, "valid JSON"):
+        return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_csv(
@@ -63,8 +145,25 @@ def write_csv(
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of a CSV file written by :func:`write_csv`; :class:`DamagedFile` if it cannot be
+    read, has no header, is cut (no final line end) or has a row of another length than its
+    header."""
+    path = Path(path)
+    with _reading(path, "a CSV table"):
+        text = path.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            raise DamagedFile(
+                path, "empty" if not text else "cut short: no line end after its last row"
+            )
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        rows = list(reader)
+        if not reader.fieldnames:
+            raise DamagedFile(path, "no header")
+    width = len(reader.fieldnames)
+    for i, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise DamagedFile(path, f"line {i} does not have the header's {width} fields")
+    return rows
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -72,7 +171,12 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A torch file of tensors and plain data (numbers, strings, lists, dicts), loaded with
+    ``weights_only=True``: a file holding anything else is refused without running it."""
+    path = Path(path)
+    with _reading(path, "a torch file of tensors and plain data"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about the pickle protocol of odd files
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_npz(path: Path, **arrays: Any) -> None:
@@ -81,5 +185,8 @@ def save_npz(path: Path, **arrays: Any) -> None:
 
 
 def load_npz(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as f:
+    """The arrays of an ``.npz`` file, never unpickling; :class:`DamagedFile` if it cannot be
+    read."""
+    path = Path(path)
+    with _reading(path, "an .npz file of plain arrays"), np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}

@@ -81,10 +81,16 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
 
 
 def _curves(study: StudyResult) -> str:
+    """Test accuracy and training loss per epoch of every run; a damaged ``metrics.csv`` (cut
+    mid-row, a header only) is a one-line error naming it, never a silently missing curve."""
+    from kdscope.trainer import (
+        read_metrics,
+    )  # not at the top: trainer -> config -> analyses -> report
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for g in study.groups.values():
         for i, (_seed, run) in enumerate(sorted(g.runs.items())):
-            rows = run.metrics()
+            rows = read_metrics(run.dir / "metrics.csv", run.plan.train.epochs)
             ep = [int(r["epoch"]) for r in rows]
             label = g.name if i == 0 else None
             color = f"C{list(study.groups).index(g.name) % 10}"

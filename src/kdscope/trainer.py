@@ -13,7 +13,14 @@ the shuffling/augmentation generator and torch's global RNG from ``derive_seed(s
 The state saved at the end of each epoch holds everything else (weights, optimiser, method
 buffers, trajectory, metrics), so a run killed at any point and started again redoes at most the
 interrupted epoch and ends bit-identical to an uninterrupted run. All files are written
-atomically.
+atomically; the temporary files of writes killed midway are removed when the run starts again.
+
+Files read back are checked, and never run code (:mod:`kdscope.io`): ``state.pt`` and the
+checkpoints hold only tensors and plain data (no RNG state is needed: every epoch reseeds). A
+damaged resume state (unreadable, an epoch outside 1..epochs, metrics or trajectory of another
+length, weights that do not fit) or a damaged file of a finished run (result, metrics,
+trajectory, a checkpoint) is named in a warning and the run retrains from scratch, ending as
+the lost run did.
 """
 
 from __future__ import annotations
@@ -171,13 +178,15 @@ def train_run(
     cache_teacher: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or load if complete) the run ``plan`` in ``run_dir``; returns its result."""
+    """Train (or resume, or load if complete) the run ``plan`` in ``run_dir``; returns its result.
+    A damaged file of the run makes it retrain from scratch, with a warning (module docstring)."""
     run_dir = Path(run_dir)
-    done = run_dir / "result.json"
-    if done.exists():
+    io.clean_orphans(run_dir)
+    finished = _finished_result(plan, data.num_classes, run_dir)
+    if finished is not None:
         if progress is not None:
             progress(run_steps(plan, len(data.train)))
-        return io.read_json(done)
+        return finished
     cfg, train = plan.train, data.train
     example = train.batch(torch.arange(min(len(train), cfg.batch_size)))
 
@@ -195,23 +204,18 @@ def train_run(
     params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
     opt = make_optimizer(cfg, params)
     epochs = _Epochs([(p.name, p.epochs) for p in method.phases(cfg.epochs)])
-    ckpt_dir = run_dir / "checkpoints"
     state_path = run_dir / "state.pt"
 
+    rows: list[dict[str, Any]] = []
+    start = 0
     if state_path.exists():
-        state = io.load_torch(state_path)
-        if state["plan"] != plan.fingerprint():
-            raise KdscopeError(f"{run_dir} holds a run with different settings; use another --out")
-        student.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        opt.load_state_dict(state["optimizer"])
-        traj.load_state_dict(state["trajectory"])
-        rows: list[dict[str, Any]] = state["metrics"]
-        start = state["epoch"]
-    else:
-        rows, start = [], 0
-        if 0 in plan.checkpoints:
-            io.save_torch(ckpt_dir / "epoch_000.pt", student.state_dict())
+        try:
+            rows, start = _resume(plan, data.num_classes, run_dir, student, method, opt, traj)
+        except io.DamagedFile as damage:
+            _discard(damage, plan, run_dir)
+            return train_run(plan, data, run_dir, teacher, cache_teacher, progress)
+    elif 0 in plan.checkpoints:
+        io.save_torch(checkpoint_path(run_dir, 0), student.state_dict())
     if progress is not None:
         progress(start * _steps(len(train), cfg.batch_size))
 
@@ -269,7 +273,7 @@ def train_run(
         row["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         if epoch + 1 in plan.checkpoints:
-            io.save_torch(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", student.state_dict())
+            io.save_torch(checkpoint_path(run_dir, epoch + 1), student.state_dict())
         checkpoints_so_far = [e for e in plan.checkpoints if e <= epoch + 1]
         io.write_csv(run_dir / "metrics.csv", rows)
         io.write_json(run_dir / "trajectory.json", traj.to_json(checkpoints_so_far))
@@ -303,7 +307,7 @@ def train_run(
         "checkpoints": list(plan.checkpoints),
         "plan": plan.fingerprint(),
     }
-    io.write_json(done, result)
+    io.write_json(run_dir / "result.json", result)
     state_path.unlink(missing_ok=True)
     return result
 
@@ -318,8 +322,201 @@ def run_steps(plan: RunPlan, n_train: int) -> int:
     return plan.train.epochs * _steps(n_train, plan.train.batch_size)
 
 
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    """Where a run saves its weights after ``epoch`` epochs."""
+    return Path(run_dir) / "checkpoints" / f"epoch_{epoch:03d}.pt"
+
+
 def load_checkpoint(plan: RunPlan, num_classes: int, path: Path) -> nn.Module:
-    """The model of ``plan`` with the weights stored at ``path``, in eval mode."""
+    """The model of ``plan`` with the weights stored at ``path``, in eval mode; a one-line
+    :class:`~kdscope.io.DamagedFile` error if the file does not hold weights of that model."""
     model = build_model(plan.model.name, num_classes, **plan.model.params)
-    model.load_state_dict(io.load_torch(path))
-    return model.eval()
+    return _load_weights(model, Path(path)).eval()
+
+
+def _load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """``model`` with the weights stored at ``path`` (strictly: every tensor, of its shape)."""
+    state = io.load_torch(path)
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise io.DamagedFile(path, "it holds no model weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:  # missing, unexpected or mis-shaped tensors
+        raise io.DamagedFile(path, "its weights do not fit the run's model") from None
+    return model
+
+
+def _check_checkpoints(plan: RunPlan, num_classes: int, run_dir: Path, last: int) -> None:
+    """:class:`~kdscope.io.DamagedFile` unless every checkpoint of the run up to epoch ``last``
+    holds weights of its model. The model is built without drawing from the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(plan.model.name, num_classes, **plan.model.params)
+    for epoch in plan.checkpoints:
+        if epoch <= last:
+            _load_weights(model, checkpoint_path(run_dir, epoch))
+
+
+#: the metrics.csv columns that hold a number in every row (a loss term's column is empty in
+#: the epochs of a phase without that term)
+METRIC_NUMBERS = ("lr", "loss", "train_acc", "test_acc", "test_loss")
+
+
+def read_metrics(path: Path, epochs: int) -> list[dict[str, str]]:
+    """The rows of a finished run's ``metrics.csv``: one per epoch 1..``epochs``, each with its
+    numbers; :class:`~kdscope.io.DamagedFile` otherwise (a file cut mid-row, a header only)."""
+    rows = io.read_csv(path)
+    if [r.get("epoch") for r in rows] != [str(e) for e in range(1, epochs + 1)]:
+        raise io.DamagedFile(path, f"its {len(rows)} rows are not the epochs 1..{epochs}")
+    try:
+        for row in rows:
+            for column in METRIC_NUMBERS:
+                float(row[column])
+    except (KeyError, ValueError):
+        raise io.DamagedFile(path, f"a row lacks a number in {', '.join(METRIC_NUMBERS)}") from None
+    return rows
+
+
+#: the series of ``trajectory.json`` that analyses read, each with one number per epoch 0..E
+TRAJECTORY_SERIES = ("cumulative_distance", "cumulative_displacement")
+
+
+def read_trajectory(path: Path, plan: RunPlan) -> dict[str, Any]:
+    """A finished run's ``trajectory.json``: every diagnosed layer, each logged series with one
+    number per epoch 0..epochs; :class:`~kdscope.io.DamagedFile` otherwise. (A series an older
+    kdscope did not log is left to its reader, which says how to retrain the run.)"""
+    traj = io.read_json(path)
+    layers = traj.get("layers") if isinstance(traj, dict) else None
+    if not isinstance(layers, dict) or set(layers) != set(plan.layers):
+        raise io.DamagedFile(path, f"it does not log the layers {list(plan.layers)}")
+    n = plan.train.epochs + 1
+    for name, logged in layers.items():
+        if not isinstance(logged, dict):
+            raise io.DamagedFile(path, f"layer {name!r} has no record")
+        for key in TRAJECTORY_SERIES:
+            if key in logged and not _numbers(logged[key], n):
+                raise io.DamagedFile(path, f"layer {name!r} lacks {n} numbers in {key}")
+    return traj
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or a float (NaN included), not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(values: Any, n: int) -> bool:
+    """Whether ``values`` is a list of ``n`` numbers."""
+    return isinstance(values, list) and len(values) == n and all(map(_is_number, values))
+
+
+#: the numbers of ``result.json`` that studies and reports read
+RESULT_NUMBERS = ("test_acc", "test_loss", "train_acc")
+
+
+def _check_finished(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str, Any]:
+    """The result of the finished run in ``run_dir`` once every file it leaves is checked;
+    :class:`~kdscope.io.DamagedFile` naming the first damaged one."""
+    path = run_dir / "result.json"
+    result = io.read_json(path)
+    if (
+        not isinstance(result, dict)
+        or result.get("epochs") != plan.train.epochs
+        or not all(_is_number(result.get(k)) for k in RESULT_NUMBERS)
+    ):
+        numbers = ", ".join(RESULT_NUMBERS)
+        raise io.DamagedFile(path, f"it does not record {plan.train.epochs} epochs and {numbers}")
+    read_metrics(run_dir / "metrics.csv", plan.train.epochs)
+    read_trajectory(run_dir / "trajectory.json", plan)
+    _check_checkpoints(plan, num_classes, run_dir, plan.train.epochs)
+    return result
+
+
+def _finished_result(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str, Any] | None:
+    """The result of the finished run in ``run_dir``; None if it is not finished, or damaged
+    (then a warning, and the run is set to retrain from scratch)."""
+    if not (run_dir / "result.json").exists():
+        return None
+    try:
+        return _check_finished(plan, num_classes, run_dir)
+    except io.DamagedFile as damage:
+        _discard(damage, plan, run_dir)
+        return None
+
+
+#: what ``state.pt`` holds
+STATE_KEYS = frozenset({"plan", "epoch", "model", "method", "optimizer", "trajectory", "metrics"})
+
+
+def _resume(
+    plan: RunPlan,
+    num_classes: int,
+    run_dir: Path,
+    student: nn.Module,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    traj: PathLengthLogger,
+) -> tuple[list[dict[str, Any]], int]:
+    """Load ``run_dir/state.pt`` into the run's objects; returns the metric rows so far and the
+    epoch to start from. A user error if it holds a run with other settings;
+    :class:`~kdscope.io.DamagedFile` if it is unreadable or inconsistent (the objects may then be
+    half-loaded: start over), or a checkpoint it relies on is."""
+    path = run_dir / "state.pt"
+    state = io.load_torch(path)
+    if not isinstance(state, dict) or set(state) != STATE_KEYS:
+        raise io.DamagedFile(path, "it is not a kdscope training state")
+    if state["plan"] != plan.fingerprint():
+        raise KdscopeError(f"{run_dir} holds a run with different settings; use another --out")
+    epoch, rows, total = state["epoch"], state["metrics"], plan.train.epochs
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= total:
+        raise io.DamagedFile(path, f"its epoch {epoch!r} is outside 1..{total}")
+    if not isinstance(rows, list) or [
+        r.get("epoch") if isinstance(r, dict) else None for r in rows
+    ] != list(range(1, epoch + 1)):
+        raise io.DamagedFile(path, f"its metrics are not one row per epoch 1..{epoch}")
+    try:
+        student.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        opt.load_state_dict(state["optimizer"])
+        traj.load_state_dict(state["trajectory"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        raise io.DamagedFile(path, "its saved weights or optimiser do not fit the run") from None
+    if not _optimizer_fits(opt):
+        raise io.DamagedFile(path, "its optimiser buffers do not fit the run's parameters")
+    if not _log_fits(traj, state["trajectory"]["epoch_start"], epoch):
+        raise io.DamagedFile(path, f"its trajectory log does not cover epochs 1..{epoch}")
+    _check_checkpoints(plan, num_classes, run_dir, epoch)
+    return rows, epoch
+
+
+def _optimizer_fits(opt: torch.optim.Optimizer) -> bool:
+    """Whether every loaded per-parameter buffer (momentum, Adam's moments) has its parameter's
+    shape (the optimiser's own loading checks only the number of parameters)."""
+    return all(
+        v.shape == p.shape
+        for p, buffers in opt.state.items()
+        for k, v in buffers.items()
+        if isinstance(v, Tensor) and k != "step"
+    )
+
+
+def _log_fits(traj: PathLengthLogger, epoch_start: Any, epoch: int) -> bool:
+    """Whether a loaded trajectory log has every diagnosed layer, ``epoch`` entries per series
+    and reference weights (``epoch_start``, as saved) of the layers' shapes."""
+    layers = set(traj.weights)
+    logged = (traj.per_epoch, traj.displacement, traj.initial_norm, epoch_start)
+    if any(set(series) != layers for series in logged):
+        return False
+    return all(
+        len(traj.per_epoch[k]) == len(traj.displacement[k]) == epoch
+        and [w.shape for w in epoch_start[k]] == [w.shape for w in traj.weights[k]]
+        for k in layers
+    )
+
+
+def _discard(damage: io.DamagedFile, plan: RunPlan, run_dir: Path) -> None:
+    """Warn about a damaged file of the run and remove what marks it finished or resumable, so
+    that it retrains from scratch (every file it writes is then rewritten)."""
+    damage.warn(f"retraining {plan.name} seed {plan.seed} from scratch")
+    for name in ("result.json", "state.pt"):
+        (run_dir / name).unlink(missing_ok=True)
