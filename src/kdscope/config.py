@@ -1,46 +1,126 @@
 """A study's configuration: one YAML file validated into typed, immutable settings.
 
-Unknown keys and bad values are rejected with a message naming the key (``students[1].tau``).
-Dataset, model and method parameters are checked against the registered constructors'
-signatures, so a misspelt hyper-parameter is caught before any training starts.
+Everything is checked when the study is read, before anything is written or trained; a problem
+is one line naming the file and the key (``students[1].tau``). Dataset, model, method and
+analysis parameters are checked against the registered constructors (keyword arguments,
+required arguments, annotated types); methods and analyses are also built once, so that their
+own checks of values run; a dataset must fit in the memory available; a model that reads token
+ids needs a text dataset; student names must be safe folder names; per-student ``train``
+overrides are checked like any recipe.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticSchemaGenerationError,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kdscope.errors import ConfigError, KdscopeError
+from kdscope.registry import Registry
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_FINITE = ConfigDict(allow_inf_nan=False)
+#: a student's name: a folder under ``models/`` and a label in figures (no mathtext ``$``)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+T = TypeVar("T")
+
+
+def _registered(registry: Registry[T], name: str) -> T:
+    """The entry ``name`` of ``registry``; an unknown name as a ValueError, for pydantic."""
+    try:
+        return registry.get(name)
+    except KdscopeError as e:
+        raise ValueError(str(e)) from None
+
+
+def _type_hints(ctor: Callable[..., Any]) -> dict[str, Any]:
+    """The resolved annotations of ``ctor``; none when they cannot be resolved (a plugin that
+    imports the annotated types only for type checkers)."""
+    try:
+        return typing.get_type_hints(ctor)
+    except (NameError, TypeError, AttributeError):
+        return {}
+
+
+def _check_type(hint: Any, key: str, value: Any, where: str) -> None:
+    """Reject ``value`` unless it has, as written in the YAML file, the annotated type ``hint``:
+    no coercion (``'4'`` is not a number, ``1`` not a bool) and finite numbers only."""
+    try:
+        adapter = TypeAdapter(hint, config=_FINITE)
+    except PydanticSchemaGenerationError:  # a type pydantic cannot check: the constructor will
+        return
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: {key}: {value!r} is not a number, text, true/false, null, list or mapping"
+        ) from None
+    try:
+        adapter.validate_json(text, strict=True)
+    except ValidationError as e:
+        raise ValueError(f"{where}: {key}: {e.errors()[0]['msg']}, got {value!r}") from None
 
 
 def _check_params(
-    lookup: Callable[[], Callable[..., Any]],
+    ctor: Callable[..., Any],
     params: dict[str, Any],
     where: str,
-    skip: tuple[str, ...],
+    bound: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
 ) -> None:
-    """Reject an unknown registered name (``lookup`` raises) and keys that the constructor it
-    returns does not accept as keyword arguments; raised as ValueError for pydantic."""
-    try:
-        ctor = lookup()
-    except KdscopeError as e:
-        raise ValueError(str(e)) from None
+    """Reject keys that ``ctor`` does not take as keyword arguments (``bound``: those kdscope
+    passes itself), required arguments left out (but ``optional`` ones, which kdscope may
+    supply) and values not of the annotated types; raised as ValueError for pydantic."""
     sig = inspect.signature(ctor)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    allowed = [n for n in sig.parameters if n not in skip and n != "self"]
-    for key in params:
-        if key not in allowed:
-            raise ValueError(
-                f"unknown parameter {key!r} for {where} (parameters: {', '.join(allowed)})"
-            )
+    named = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        allowed = [n for n in named if n not in bound]
+        for key in params:
+            if key not in allowed:
+                raise ValueError(
+                    f"unknown parameter {key!r} for {where} (parameters: {', '.join(allowed)})"
+                )
+    missing = [
+        n
+        for n, p in named.items()
+        if p.default is p.empty and n not in (*bound, *optional, *params)
+    ]
+    if missing:
+        raise ValueError(f"{where} needs the parameter(s) {', '.join(missing)}")
+    hints = _type_hints(ctor)
+    for key, value in params.items():
+        if key in hints:
+            _check_type(hints[key], key, value, where)
+
+
+def _build(ctor: Callable[..., Any], params: dict[str, Any], name: str, where: str) -> None:
+    """Construct the object once, so that its own checks of values (bounds, combinations) run
+    now; their error, on one line, as a ValueError naming ``where``."""
+    try:
+        ctor(**params)
+    except (KdscopeError, TypeError, ValueError) as e:
+        message = " ".join(str(e).split()).removeprefix(f"{name}: ")
+        raise ValueError(f"{where}: {message}") from None
 
 
 class _WithParams(BaseModel):
@@ -72,9 +152,22 @@ class ModelConfig(_Named):
         from kdscope.models import MODELS
 
         _check_params(
-            lambda: MODELS.get(self.name), self.params, f"model {self.name!r}", ("num_classes",)
+            _registered(MODELS, self.name),
+            self.params,
+            f"model {self.name!r}",
+            bound=("num_classes",),
+            optional=("vocab_size",),
         )
         return self
+
+    def takes_vocabulary(self) -> bool:
+        """Whether the model embeds token ids and leaves its ``vocab_size`` to the dataset."""
+        from kdscope.models import MODELS
+
+        ctor = MODELS.get(self.name)
+        return (
+            "vocab_size" in inspect.signature(ctor).parameters and "vocab_size" not in self.params
+        )
 
     def label(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
@@ -90,8 +183,15 @@ class DatasetConfig(_WithParams):
     def _known(self) -> DatasetConfig:
         from kdscope.datasets import DATASETS
 
-        _check_params(lambda: DATASETS.get(self.name), self.params, f"dataset {self.name!r}", ())
+        _check_params(_registered(DATASETS, self.name), self.params, f"dataset {self.name!r}")
         return self
+
+    @property
+    def modality(self) -> str | None:
+        """The kind of inputs the dataset holds, when its registration declares it."""
+        from kdscope.datasets import traits
+
+        return traits(self.name).modality
 
 
 class AnalysisConfig(_Named):
@@ -102,12 +202,10 @@ class AnalysisConfig(_Named):
     def _known(self) -> AnalysisConfig:
         from kdscope.analyses import ANALYSES
 
-        _check_params(
-            lambda: ANALYSES.get(self.name).__init__,
-            self.params,
-            f"analysis {self.name!r}",
-            (),
-        )
+        cls = _registered(ANALYSES, self.name)
+        where = f"analysis {self.name!r}"
+        _check_params(cls.__init__, self.params, where)
+        _build(cls, self.params, self.name, where)
         return self
 
 
@@ -154,16 +252,28 @@ class StudentConfig(_WithParams):
     def label(self) -> str:
         return self.name or self.method
 
+    @field_validator("train")
+    @classmethod
+    def _valid_overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """The overrides are kept as written (they go into study.yaml) but checked like a whole
+        recipe: known settings with valid values."""
+        unknown = sorted(set(v) - set(TrainConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown} in 'train'")
+        try:
+            TrainConfig.model_validate(v)
+        except ValidationError as e:
+            raise ValueError(_describe(e)) from None
+        return v
+
     @model_validator(mode="after")
     def _known(self) -> StudentConfig:
         from kdscope.methods import METHODS
 
-        _check_params(
-            lambda: METHODS.get(self.method).__init__, self.params, f"method {self.method!r}", ()
-        )
-        unknown = set(self.train) - set(TrainConfig.model_fields)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)} in 'train'")
+        cls = _registered(METHODS, self.method)
+        where = f"method {self.method!r}"
+        _check_params(cls.__init__, self.params, where)
+        _build(cls, self.params, self.method, where)
         return self
 
 
@@ -249,20 +359,45 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
+        self._check_student_names()
+        self._check_inputs()
+        if self.checkpoints != "auto" and any(e < 0 for e in self.checkpoints):
+            raise ValueError("checkpoint epochs must be >= 0")
+        if self.weight_search is not None:
+            self.searched_students()  # raises on unknown or weightless students
+        return self
+
+    def _check_student_names(self) -> None:
+        """Student names are safe folder and figure-label names, not reserved, and unique."""
         labels = [s.label for s in self.students]
-        for label in labels:  # the teacher and the automatic baselines own these names
-            if label == "teacher" or label.startswith("baseline"):
+        for label in labels:
+            if not _SAFE_NAME.fullmatch(label):
+                raise ValueError(
+                    f"student name {label!r}: use 1 to 64 letters, digits, '_', '-' or '.', "
+                    "starting with a letter or digit"
+                )
+            if label == "teacher" or label.startswith("baseline"):  # the runner's own names
                 raise ValueError(f"student name {label!r} is reserved; give the student a 'name'")
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(
                 f"student names must be unique; give 'name' to tell apart {sorted(dup)}"
             )
-        if self.checkpoints != "auto" and any(e < 0 for e in self.checkpoints):
-            raise ValueError("checkpoint epochs must be >= 0")
-        if self.weight_search is not None:
-            self.searched_students()  # raises on unknown or weightless students
-        return self
+
+    def _check_inputs(self) -> None:
+        """Reject a model that reads token ids (its ``vocab_size`` left to the dataset) on a
+        dataset declared to hold other inputs."""
+        modality = self.dataset.modality
+        if modality in (None, "text"):
+            return
+        models = {"teacher": self.teacher.model, "student": self.student.model}
+        models.update((f"students[{i}]", s.model) for i, s in enumerate(self.students) if s.model)
+        for role, model in models.items():
+            if model.takes_vocabulary():
+                raise ValueError(
+                    f"{role}: model {model.name!r} reads token ids (it takes a vocab_size), but "
+                    f"dataset {self.dataset.name!r} holds {modality} inputs"
+                )
 
     def searched_students(self) -> dict[str, StudentConfig]:
         """The students the weight search tunes, by label (none without a search)."""
@@ -291,32 +426,117 @@ class StudyConfig(BaseModel):
         return {k: by_label[k] for k in names}
 
     def student_train(self, s: StudentConfig) -> TrainConfig:
-        return self.student.train.model_copy(update=s.train) if s.train else self.student.train
+        """Student ``s``'s recipe: the students' shared one with its ``train`` overrides."""
+        return TrainConfig.model_validate({**self.student.train.model_dump(), **s.train})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_error(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
+def _inside(loc: tuple[int | str, ...], container: tuple[int | str, ...]) -> bool:
+    """Whether the error location ``loc`` lies strictly inside ``container``."""
+    return len(loc) > len(container) and loc[: len(container)] == container
+
+
+def _describe(e: ValidationError) -> str:
+    """The first error of ``e`` on one line, ``key.path: message`` (just the message when it
+    concerns no one key), saying how many more there are. An error of a container that holds
+    another error (a list left too short by an invalid item) is that error's consequence and
+    not counted."""
+    everything = e.errors()
+    errors = [x for x in everything if not any(_inside(o["loc"], x["loc"]) for o in everything)]
+    err = errors[0]
     loc = ""
     for part in err["loc"]:
         loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{source}: {loc or 'study'}: {msg}{more}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
 def parse_study(data: Any, source: str = "study") -> StudyConfig:
-    """Validate a mapping into a :class:`StudyConfig`; errors name the offending key."""
+    """Validate a mapping into a :class:`StudyConfig`; errors name the offending key. The
+    dataset must also fit in the memory available now (checked here, not in the model, so that
+    a study validated again while its dataset is held in memory stays valid)."""
+    from kdscope.datasets import check_memory
+
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
     try:
-        return StudyConfig.model_validate(data)
+        cfg = StudyConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        raise ConfigError(f"{source}: {_describe(e)}") from None
+    try:
+        check_memory(cfg.dataset.name, cfg.dataset.params)
+    except KdscopeError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader made stricter and closer to YAML 1.2: a key given twice in one
+    mapping is an error (PyYAML keeps the last value), and ``1e-3`` is a number (PyYAML reads a
+    float without a dot, or with an unsigned exponent, as text)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first.get(key)
+            except TypeError:  # an unhashable key: the safe loader reports it
+                continue
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (first at line {seen})",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+_StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """Where in ``text`` the YAML error ``e`` is and what it is, as the end of one line."""
+    if isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, e.position) + 1
+        return f" at line {line}: character #x{e.character:x} is not allowed"
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    return f"{where}: {' '.join(str(getattr(e, 'problem', None) or e).split())}"
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a one-line ConfigError for a file that cannot be read, is
+    not UTF-8 text or not valid YAML, or gives a key twice."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the study file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); save the file "
+            "as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_StudyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(e, text)}") from None
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -324,24 +544,26 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return parse_study(data, str(path))
+    return parse_study(_read_yaml(path), str(path))
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def preset_names() -> list[str]:
+    """The names of the embedded studies."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def preset_path(name: str) -> Path:
+    """The file of the embedded study ``name``: only a name :func:`preset_names` lists is
+    accepted, never a path."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(names)})")
+    return PRESET_DIR / f"{name}.yaml"
+
+
 def load_preset(name: str) -> StudyConfig:
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(preset_names())})")
-    return load_study(path)
+    """Read and validate the embedded study ``name``."""
+    return load_study(preset_path(name))

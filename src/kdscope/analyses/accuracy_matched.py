@@ -80,6 +80,8 @@ class AccuracyMatchedAnalysis(Analysis):
             raise ValueError("factors must be in (0, 1)")
         if not margin > 0:
             raise ValueError("margin must be > 0")
+        if n_inputs < 1:
+            raise ValueError("n_inputs must be >= 1")
         self.methods, self.factors, self.tolerance = tuple(methods), tuple(factors), tolerance
         self.n_inputs, self.margin, self.seed = n_inputs, margin, seed
 

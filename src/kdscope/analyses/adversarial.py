@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from kdscope.analyses import register_analysis
@@ -195,6 +196,14 @@ class AdversarialAnalysis(Analysis):
             raise ValueError("n_inputs and calibration must be >= 1, target_rate in (0, 1)")
         if not margin > 0:
             raise ValueError("margin must be > 0")
+        if any(not f > 0 for f in eps_factors):
+            raise ValueError("eps_factors must be positive")
+        if foreign is not None:
+            try:
+                ModelConfig.model_validate(foreign)
+            except ValidationError as e:
+                message = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"foreign: {message}") from None
         self.n_inputs, self.calibration, self.target_rate = n_inputs, calibration, target_rate
         self.eps_factors, self.foreign, self.seed = tuple(eps_factors), foreign, seed
         self.margin = margin

@@ -148,6 +148,12 @@ class DataSplits:
         return self.train.num_classes
 
 
+def example_bytes(inputs: int, itemsize: int, foreground: int) -> int:
+    """Bytes one example's tensors take at least: ``inputs`` input elements of ``itemsize`` bytes,
+    ``foreground`` bool flags and an int64 label (for a dataset's footprint)."""
+    return inputs * itemsize + foreground + 8
+
+
 N = TypeVar("N", int, float)
 
 

@@ -24,11 +24,14 @@ test split does not change with the training size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
 
 __all__ = ["hierarchy"]
 
@@ -92,7 +95,14 @@ def _dataset(
     )
 
 
-@register_dataset("hierarchy")
+def _footprint(a: Mapping[str, Any]) -> tuple[int, int]:
+    """Examples (n_train + n_test per class) and bytes per example: float32 vectors and bool
+    flags of ``dim`` elements."""
+    classes = a["n_super"] * a["n_sub"]
+    return (a["n_train"] + a["n_test"]) * classes, example_bytes(a["dim"], 4, a["dim"])
+
+
+@register_dataset("hierarchy", modality="vector", footprint=_footprint)
 def hierarchy(
     n_super: int = 5,
     n_sub: int = 4,

@@ -252,7 +252,7 @@ def _class_names(root: Path, layout: str, labels: np.ndarray) -> list[str]:
     return [f"class{k}" for k in range(int(labels.max()) + 1)]
 
 
-@register_dataset("modelnet40")
+@register_dataset("modelnet40", modality="points")
 def modelnet40(
     root: str | Path,
     format: str = "auto",

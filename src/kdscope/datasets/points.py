@@ -30,14 +30,15 @@ streams spawned from ``SeedSequence(seed)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
 
 __all__ = ["CLASS_NAMES", "ROTATIONS", "add_clutter", "cloud_dataset", "normalise", "points"]
 
@@ -285,7 +286,12 @@ def _generate(
     return clouds, foreground, labels
 
 
-@register_dataset("points")
+def _footprint(a: Mapping[str, Any]) -> tuple[int, int]:
+    """Examples and bytes per example: float32 clouds (num_points, 3) and bool flags."""
+    return a["n_train"] + a["n_test"], example_bytes(3 * a["num_points"], 4, a["num_points"])
+
+
+@register_dataset("points", modality="points", footprint=_footprint)
 def points(
     n_train: int = 2000,
     n_test: int = 800,

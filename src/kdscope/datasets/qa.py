@@ -80,7 +80,7 @@ from __future__ import annotations
 import json
 import warnings
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
 from kdscope.datasets.text import SEP_ID, Vocabulary, pad_ids, span_class, token_spans
 from kdscope.errors import KdscopeError
 
@@ -382,7 +382,14 @@ QA_ANNOTATION = (
 )
 
 
-@register_dataset("qa")
+def _footprint(a: Mapping[str, Any]) -> tuple[int, int]:
+    """Examples and bytes per example: int64 token ids and bool flags of the row's
+    question_length + 1 + context_length tokens."""
+    length = a["question_length"] + 1 + a["context_length"]
+    return a["n_train"] + a["n_test"], example_bytes(length, 8, length)
+
+
+@register_dataset("qa", modality="text", footprint=_footprint)
 def qa(
     n_train: int = 3000,
     n_test: int = 600,
@@ -605,7 +612,7 @@ SQUAD_ANNOTATION = (
 )
 
 
-@register_dataset("squad")
+@register_dataset("squad", modality="text")
 def squad(
     root: str | Path,
     train_file: str = "train-v1.1.json",

@@ -68,15 +68,16 @@ undone first). Sentences longer than ``max_length`` tokens are cut (tag ``trunca
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
 from kdscope.datasets.sentiment_lexicon import INTENSIFIERS, NEGATIVE, NEGATORS, POSITIVE
 from kdscope.datasets.text import SPECIALS, Vocabulary, pad_ids, tokenize
 from kdscope.errors import KdscopeError
@@ -317,7 +318,12 @@ def _generate(
     return list(tokens), list(flags), np.array(d.clean) ^ noisy, tags
 
 
-@register_dataset("sentiment")
+def _footprint(a: Mapping[str, Any]) -> tuple[int, int]:
+    """Examples and bytes per example: int64 token ids and bool flags of ``length`` tokens."""
+    return a["n_train"] + a["n_test"], example_bytes(a["length"], 8, a["length"])
+
+
+@register_dataset("sentiment", modality="text", footprint=_footprint)
 def sentiment(
     n_train: int = 2000,
     n_test: int = 500,
@@ -603,7 +609,7 @@ def _split_dataset(
     )
 
 
-@register_dataset("sst2")
+@register_dataset("sst2", modality="text")
 def sst2(
     root: str | Path,
     train_file: str = "train.tsv",

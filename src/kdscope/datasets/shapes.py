@@ -23,7 +23,7 @@ depend on the number of distractor strokes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from kdscope.datasets import register_dataset
-from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int
+from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
 
 __all__ = [
     "BACKGROUNDS",
@@ -664,7 +664,13 @@ def _config(
     )  # fmt: skip
 
 
-@register_dataset("shapes")
+def _footprint(a: Mapping[str, Any]) -> tuple[int, int]:
+    """Examples and bytes per example: float32 images (3, size, size) and bool masks."""
+    pixels = a["size"] ** 2
+    return a["n_train"] + a["n_test"], example_bytes(3 * pixels, 4, pixels)
+
+
+@register_dataset("shapes", modality="image", footprint=_footprint)
 def shapes(
     n_train: int = 5000,
     n_test: int = 2000,

@@ -25,7 +25,7 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, bind_layers, require_teacher
+from kdscope.methods.base import BindContext, Method, bind_layers, check_weights, require_teacher
 from kdscope.models.hooks import Outputs
 
 
@@ -64,8 +64,8 @@ class Attention(Method):
 
     def __init__(
         self,
-        layers: Sequence[str] = ("middle", "last_conv"),
-        teacher_layer_names: Sequence[str] | None = None,
+        layers: str | Sequence[str] = ("middle", "last_conv"),
+        teacher_layer_names: str | Sequence[str] | None = None,
         gamma: float = 1.0,
         beta: float = 1000.0,
         p: float = 2.0,
@@ -83,6 +83,9 @@ class Attention(Method):
                 f"attention: needs one or more layers and as many teacher layers "
                 f"(got {len(layers)} student and {len(t_layers)} teacher layers)"
             )
+        check_weights("attention", gamma=gamma, beta=beta)
+        if not p > 0:
+            raise KdscopeError(f"attention: p must be positive, got {p}")
         self.layers = layers
         self.teacher_layer_names = t_layers
         self.gamma = float(gamma)

@@ -99,6 +99,14 @@ def probe(model: nn.Module, x: Tensor, paths: list[str]) -> Outputs:
         model.train(was_training)
 
 
+def check_weights(method: str, **weights: float) -> None:
+    """A user error naming the first loss weight in ``weights`` that is negative (or NaN): a
+    negative weight maximises its term, and training diverges."""
+    for key, value in weights.items():
+        if not value >= 0:
+            raise KdscopeError(f"{method}: {key} must be >= 0, got {value}")
+
+
 def require_teacher(method: str, teacher: T | None) -> T:
     """``teacher`` (a model or its outputs), or a user error saying the method needs one."""
     if teacher is None:

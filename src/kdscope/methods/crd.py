@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, bind_layers, require_teacher
+from kdscope.methods.base import BindContext, Method, bind_layers, check_weights, require_teacher
 from kdscope.models.hooks import Outputs
 
 LOSSES = ("nce", "softmax")
@@ -152,7 +152,8 @@ class CRD(Method):
         super().__init__()
         if loss not in LOSSES:
             raise KdscopeError(f"crd: loss must be one of {LOSSES}, got {loss!r}")
-        if tau <= 0 or n_negatives < 1 or feat_dim < 1 or not 0.0 <= momentum <= 1.0:
+        check_weights("crd", gamma=gamma, beta=beta)
+        if not tau > 0 or n_negatives < 1 or feat_dim < 1 or not 0.0 <= momentum <= 1.0:
             raise KdscopeError(
                 "crd: need tau > 0, n_negatives >= 1, feat_dim >= 1 and momentum in [0, 1] (got "
                 f"tau={tau}, n_negatives={n_negatives}, feat_dim={feat_dim}, momentum={momentum})"

@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, Phase, bind_layers, require_teacher
+from kdscope.methods.base import (
+    BindContext,
+    Method,
+    Phase,
+    bind_layers,
+    check_weights,
+    require_teacher,
+)
 from kdscope.models.hooks import Outputs, capture
 
 MIMIC = "mimic"
@@ -99,6 +106,7 @@ class FeatureMimic(Method):
             raise KdscopeError(
                 f"feature_mimic: mimic_fraction must be in (0, 1], got {mimic_fraction}"
             )
+        check_weights("feature_mimic", weight=weight)
         self.layer = layer
         self.weight = float(weight)
         self.mimic_fraction = float(mimic_fraction)

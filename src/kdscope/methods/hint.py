@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method, bind_layers, require_teacher
+from kdscope.methods.base import BindContext, Method, bind_layers, check_weights, require_teacher
 from kdscope.models.hooks import Outputs
 
 
@@ -79,6 +79,7 @@ class Hint(Method):
         beta: float = 2.0,
     ) -> None:
         super().__init__()
+        check_weights("hint", gamma=gamma, beta=beta)
         self.layer = layer
         self.student_layer = student_layer or layer
         self.teacher_layer = teacher_layer or layer

@@ -32,7 +32,7 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import Method, require_teacher
+from kdscope.methods.base import Method, check_weights, require_teacher
 from kdscope.models.hooks import Outputs
 
 
@@ -90,8 +90,9 @@ class KD(Method):
 
     def __init__(self, tau: float = 4.0, gamma: float = 0.1, alpha: float = 0.9) -> None:
         super().__init__()
-        if tau <= 0:
+        if not tau > 0:
             raise KdscopeError(f"kd: the temperature tau must be positive, got {tau}")
+        check_weights("kd", gamma=gamma, alpha=alpha)
         self.tau = float(tau)
         self.gamma = float(gamma)
         self.alpha = float(alpha)

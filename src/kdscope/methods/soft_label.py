@@ -25,7 +25,7 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods import register_method
-from kdscope.methods.base import BindContext, Method
+from kdscope.methods.base import BindContext, Method, check_weights
 from kdscope.methods.kd import soft_target_loss
 from kdscope.methods.soft_target import require_bound
 from kdscope.models.hooks import Outputs
@@ -66,6 +66,7 @@ class SoftLabel(Method):
         for key, value in (("tau", tau), ("sharpness", sharpness)):
             if not value > 0:
                 raise KdscopeError(f"soft_label: {key} must be positive, got {value}")
+        check_weights("soft_label", gamma=gamma, alpha=alpha)
         if not noise_var >= 0:
             raise KdscopeError(f"soft_label: noise_var must be >= 0, got {noise_var}")
         self.tau, self.gamma, self.alpha = float(tau), float(gamma), float(alpha)
