@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from kdscope.errors import KdscopeError
 
@@ -135,37 +139,79 @@ def _list(what: str) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the process is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """The SIGTERM handler."""
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM stops it as Ctrl-C does: no half-written file, the study
+    folder's lock released, and the same command resumes. Outside the main thread (where no
+    handler can be set) SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns its exit code."""
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check-teacher":
+        return _check_teacher(args)
+    if args.command == "show":
+        from kdscope.config import load_preset, preset_path
+
+        load_preset(args.preset)
+        print(preset_path(args.preset).read_text(encoding="utf-8"), end="")
+        return 0
+    if args.command == "bench":
+        from kdscope.bench import BENCHMARKS, format_rows
+
+        options = {k: v for k, v in (("repeats", args.repeats), ("studies", args.studies)) if v}
+        rows = BENCHMARKS[args.name](**options)
+        print(format_rows(rows))
+        failed = any(
+            r.get("calibrated") is False or str(r.get("gate", "")).startswith("fail") for r in rows
+        )
+        return 1 if failed else 0
+    return _list(args.what)
+
+
+def _error(message: str) -> int:
+    """Print ``message`` as the one-line error of a failed command; returns its exit code."""
+    print(f"kdscope: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: user errors and faults of the environment (files, disk, memory) are one
+    line on stderr and exit 2; an interruption (Ctrl-C, SIGTERM) exits 128 + the signal."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "check-teacher":
-            return _check_teacher(args)
-        if args.command == "show":
-            from kdscope.config import PRESET_DIR, load_preset
-
-            load_preset(args.preset)
-            print((PRESET_DIR / f"{args.preset}.yaml").read_text(encoding="utf-8"), end="")
-            return 0
-        if args.command == "bench":
-            from kdscope.bench import BENCHMARKS, format_rows
-
-            options = {k: v for k, v in (("repeats", args.repeats), ("studies", args.studies)) if v}
-            rows = BENCHMARKS[args.name](**options)
-            print(format_rows(rows))
-            failed = any(
-                r.get("calibrated") is False or str(r.get("gate", "")).startswith("fail")
-                for r in rows
-            )
-            return 1 if failed else 0
-        return _list(args.what)
+        with _sigterm_interrupts():
+            return _dispatch(args)
     except KdscopeError as e:
-        print(f"kdscope: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        return _error(str(e))
+    except OSError as e:
+        from kdscope.study import os_error_text
+
+        return _error(os_error_text(e))
+    except MemoryError:
+        return _error("out of memory; try a smaller study (fewer or smaller models or examples)")
+    except KeyboardInterrupt as e:
         print("kdscope: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

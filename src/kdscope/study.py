@@ -8,12 +8,21 @@ Output layout (stable; other tools may read it)::
     DIR/weight_search/...                   the distillation-weight search, when configured
     DIR/summary.json                        accuracy of every model and seed, one entry per analysis
     DIR/report.html                         self-contained report (figures embedded)
+    DIR/.lock                               held while a study runs in DIR (one process at a time)
+
+Nothing is written outside DIR: every run folder is checked to lie inside it, and a finished run
+is reused only if it was trained with the plan now asked of it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import inspect
+import json
+import os
+import shlex
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,11 +40,20 @@ from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import MODELS, build_model, resolve_layer
-from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, run_steps, train_run
+from kdscope.trainer import (
+    Progress,
+    RunPlan,
+    check_model_io,
+    load_checkpoint,
+    read_metrics,
+    run_steps,
+    train_run,
+)
 from kdscope.trajectory import checkpoint_epochs
 from kdscope.weight_search import WeightSearchRun
 
 Role = Literal["teacher", "baseline", "student"]
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -60,7 +78,8 @@ class Run:
         return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
 
     def metrics(self) -> list[dict[str, str]]:
-        return io.read_csv(self.dir / "metrics.csv")
+        """The run's per-epoch rows, checked (:func:`kdscope.trainer.read_metrics`)."""
+        return read_metrics(self.dir / "metrics.csv", self.plan.train.epochs)
 
     def trajectory(self) -> dict[str, Any]:
         return io.read_json(self.dir / "trajectory.json")
@@ -195,7 +214,24 @@ def bind_vocabulary(cfg: StudyConfig, data: DataSplits) -> StudyConfig:
     return StudyConfig.model_validate(raw)
 
 
+def _out_path(out_dir: str | Path) -> Path:
+    """The output folder as a path; an empty name (which would mean the current folder) is a
+    user error."""
+    if not str(out_dir).strip():
+        raise KdscopeError("--out is empty; name the folder to write the study into")
+    return Path(out_dir)
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    """Create the output folder and its parents; a user error if it is a file."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KdscopeError(f"{out_dir} is a file, not a folder; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
 def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
+    """Write ``study.yaml`` into the (locked) output folder, unless it already holds this study;
+    a user error if it holds another study or other files."""
     resolved = cfg.to_yaml()
     existing = out_dir / "study.yaml"
     if existing.exists():
@@ -203,11 +239,165 @@ def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
             raise KdscopeError(
                 f"{out_dir} already holds a different study; choose another --out or remove it"
             )
-    elif out_dir.exists() and any(out_dir.iterdir()):
+        return
+    if any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         raise KdscopeError(
             f"{out_dir} is not empty and holds no kdscope study; choose another --out"
         )
     io.write_text(existing, resolved)
+
+
+@contextmanager
+def _study_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (an exclusive ``flock``, this process's id written in) while a study
+    runs in ``out_dir``, so that two processes never write one study folder. The system releases
+    the lock of a process killed outright, so a stale file blocks nothing; the file is removed
+    on exit."""
+    path = out_dir / LOCK_FILE
+    fd = _lock(path)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor of ``path`` that holds its lock; a user error naming the holder's
+    process id if another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            locked = _try_lock(fd, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if locked:
+            return fd
+        os.close(fd)  # the holder removed the file as it finished: lock the new one
+
+
+def _try_lock(fd: int, path: Path) -> bool:
+    """Lock ``fd``, open on ``path``, and write this process's id into it; False if ``path`` no
+    longer names the locked file (its previous holder removed it meanwhile)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        raise KdscopeError(
+            f"{path.parent} is in use by another kdscope process (pid {holder})"
+        ) from None
+    try:
+        if not os.path.samestat(os.fstat(fd), os.stat(path)):
+            return False
+    except FileNotFoundError:
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return True
+
+
+def os_error_text(e: OSError, path: Path | str | None = None) -> str:
+    """``FILE: cause`` for a failed file-system call: the file the error names (else ``path``)
+    and the system's reason in lower case (``read-only file system``)."""
+    cause = e.strerror or str(e) or type(e).__name__
+    cause = cause[:1].lower() + cause[1:]
+    where = e.filename or path
+    return f"{where}: {cause}" if where else cause
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a file-system failure while writing under ``path`` (a read-only or full disk, a
+    name too long) into a one-line user error naming the file and the cause. torch.save reports
+    a failed write as a RuntimeError raised while handling the OSError: unwrapped too. Other
+    errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        raise KdscopeError(f"cannot write {os_error_text(e, path)}") from None
+    except RuntimeError as e:
+        if not isinstance(e.__context__, OSError):
+            raise
+        raise KdscopeError(f"cannot write {os_error_text(e.__context__, path)}") from None
+
+
+def _inside(out_dir: Path, path: Path) -> None:
+    """A user error unless ``path``, resolved, lies inside the resolved ``out_dir`` (a student
+    name such as ``/tmp/x`` or ``../../x`` must not lead a run out of the study folder)."""
+    if not path.resolve().is_relative_to(out_dir.resolve()):
+        raise KdscopeError(
+            f"refusing to write {path}: it lies outside the output folder {out_dir} "
+            "(a student name with '/' or '..'?)"
+        )
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _differences(recorded: Any, wanted: dict[str, Any]) -> str:
+    """What differs between a run's recorded plan and the one wanted (at most three settings)."""
+    if not isinstance(recorded, dict):
+        return "it records no settings"
+    old, new = _flatten(recorded), _flatten(wanted)
+    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, ...) != new.get(k, ...)]
+    shown = [f"{k} was {old.get(k, 'unset')}, is now {new.get(k, 'unset')}" for k in keys[:3]]
+    more = [f"{len(keys) - 3} more"] if len(keys) > 3 else []
+    return "; ".join(shown + more) or "its recorded settings differ"
+
+
+def _check_finished(plan: RunPlan, run_dir: Path) -> None:
+    """A user error if ``run_dir`` holds a finished run whose recorded plan is not ``plan`` (run
+    folders copied from another study, a name leading into another run's folder): such a run
+    is never adopted."""
+    done = run_dir / "result.json"
+    if not done.exists():
+        return
+    try:
+        result = io.read_json(done)
+    except KdscopeError:  # a damaged result: the trainer warns and retrains the run
+        return
+    if not isinstance(result, dict):
+        return  # damaged too
+    recorded = result.get("plan")
+    wanted = json.loads(json.dumps(plan.fingerprint()))  # as result.json stores it
+    if recorded != wanted:
+        raise KdscopeError(
+            f"{run_dir} holds a finished run trained with other settings "
+            f"({_differences(recorded, wanted)}); to train it anew, run "
+            f"'rm -r {shlex.quote(str(run_dir))}' and then the same command again"
+        )
+
+
+def resume_run(
+    out_dir: Path,
+    plan: RunPlan,
+    data: DataSplits,
+    run_dir: Path,
+    teacher: nn.Module | None,
+    cache_teacher: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """:func:`~kdscope.trainer.train_run` for a run of the study in ``out_dir``, after checking
+    that ``run_dir`` lies inside it and that a finished run there was trained with ``plan``; a
+    failed write is a one-line error naming the file."""
+    _inside(out_dir, run_dir)
+    with writing(run_dir):
+        _check_finished(plan, run_dir)
+        return train_run(plan, data, run_dir, teacher, cache_teacher, progress)
+
+
+def run_folder(out_dir: Path, group: str, seed: int) -> Path:
+    """The run folder of a study's model group and seed."""
+    return out_dir / "models" / group / f"seed{seed}"
 
 
 def select_subset(data: TensorDataset, subset: Subset, role: str) -> TensorDataset:
@@ -294,52 +484,35 @@ def train_variant(
         checkpoints=(train.epochs,),
     )
     data = study.data if teacher is None else study.student_data
-    train_run(plan, data, run_dir, teacher, study.config.cache_teacher)
+    resume_run(study.out_dir, plan, data, run_dir, teacher, study.config.cache_teacher)
     return load_checkpoint(
         plan, data.num_classes, run_dir / "checkpoints" / f"epoch_{train.epochs:03d}.pt"
     )
 
 
-def run_study(
-    cfg: StudyConfig,
-    out_dir: str | Path,
-    quiet: bool = False,
-    executor: Executor | None = None,
-    teacher_only: bool = False,
-) -> StudyResult:
-    """Train (or resume) every model of the study, then run its analyses and write the report.
-    With ``teacher_only`` only the teacher is trained (to check it before distilling)."""
-    from kdscope.analyses import run_analyses
-    from kdscope.report import write_summary_and_report
-
-    out_dir = Path(out_dir)
-    full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
-    cfg = bind_vocabulary(cfg, full)
-    groups = plan_groups(cfg)
-    _validate_models(cfg, full, groups)  # fail before anything is written
-    data, student_data = teacher_data(cfg, full), transfer_data(cfg, full)
-    _prepare_out_dir(cfg, out_dir)
-    result = StudyResult(cfg, out_dir, data, groups, student_data)
-    jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
-    if teacher_only:
-        jobs = jobs[:1]
-    search = WeightSearchRun(result) if cfg.weight_search and not teacher_only else None
+def _train_models(
+    result: StudyResult,
+    jobs: list[tuple[Group, int, RunPlan]],
+    search: WeightSearchRun | None,
+    executor: Executor,
+    quiet: bool,
+) -> None:
+    """Train (or resume, or load) the study's runs: the teacher, then the weight search if any
+    (it sets the students' weights), then the baselines and students."""
+    cfg, out_dir = result.config, result.out_dir
     total = sum(
-        run_steps(p, len((data if g.role == "teacher" else student_data).train)) for g, _, p in jobs
+        run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
+        for g, _, p in jobs
     ) + (search.steps() if search else 0)
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
-    executor = executor or LocalExecutor()
 
     def job(item: tuple[Group, int, RunPlan]) -> None:
         g, seed, plan = item
         bar.set_description(f"{g.name} seed {seed}")
-        run_dir = out_dir / "models" / g.name / f"seed{seed}"
-        if g.role == "teacher":
-            res = train_run(plan, data, run_dir, None, progress=bar.update)
-        else:
-            res = train_run(
-                plan, student_data, run_dir, result.teacher_model, cfg.cache_teacher, bar.update
-            )
+        teacher = None if g.role == "teacher" else result.teacher_model
+        data = result.data if teacher is None else result.student_data
+        run_dir = run_folder(out_dir, g.name, seed)
+        res = resume_run(out_dir, plan, data, run_dir, teacher, cfg.cache_teacher, bar.update)
         g.runs[seed] = Run(plan, run_dir, data.num_classes, res)
 
     try:
@@ -352,8 +525,40 @@ def run_study(
         executor.map(job, rest)
     finally:
         bar.close()
+
+
+def run_study(
+    cfg: StudyConfig,
+    out_dir: str | Path,
+    quiet: bool = False,
+    executor: Executor | None = None,
+    teacher_only: bool = False,
+) -> StudyResult:
+    """Train (or resume) every model of the study, then run its analyses and write the report.
+    With ``teacher_only`` only the teacher is trained (to check it before distilling). The
+    output folder is locked while the study runs in it; a failed write is a one-line error."""
+    from kdscope.analyses import run_analyses
+    from kdscope.report import write_summary_and_report
+
+    out_dir = _out_path(out_dir)
+    full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
+    cfg = bind_vocabulary(cfg, full)
+    groups = plan_groups(cfg)
+    _validate_models(cfg, full, groups)  # fail before anything is written
+    result = StudyResult(cfg, out_dir, teacher_data(cfg, full), groups, transfer_data(cfg, full))
+    jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
     if teacher_only:
-        return result
-    analyses = run_analyses(result, quiet=quiet)
-    write_summary_and_report(result, analyses)
+        jobs = jobs[:1]
+    search = WeightSearchRun(result) if cfg.weight_search and not teacher_only else None
+    search_dirs = [j.run_dir for j in search.jobs] if search else []
+    for run_dir in [run_folder(out_dir, g.name, s) for g, s, _ in jobs] + search_dirs:
+        _inside(out_dir, run_dir)  # before anything is written
+    with writing(out_dir):
+        _make_out_dir(out_dir)
+        with _study_lock(out_dir):
+            io.clean_orphans(out_dir)  # under the lock: no other process is writing here
+            _prepare_out_dir(cfg, out_dir)
+            _train_models(result, jobs, search, executor or LocalExecutor(), quiet)
+            if not teacher_only:
+                write_summary_and_report(result, run_analyses(result, quiet=quiet))
     return result

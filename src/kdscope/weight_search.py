@@ -35,7 +35,7 @@ from kdscope.errors import KdscopeError
 from kdscope.methods import distillation_weight
 from kdscope.report import table
 from kdscope.seeding import derive_seed
-from kdscope.trainer import Progress, RunPlan, run_steps, train_run
+from kdscope.trainer import Progress, RunPlan, run_steps
 
 if TYPE_CHECKING:
     from kdscope.executor import Executor
@@ -125,12 +125,21 @@ class WeightSearchRun:
     def run(self, executor: Executor, progress: Progress | None = None) -> dict[str, Any]:
         """Train (or resume) every search run, choose each student's factor, set the chosen
         weights in the study's groups and write ``DIR/weight_search/search.json``."""
+        from kdscope.study import resume_run
+
         data = DataSplits(self.fit, self.validation)
-        teacher = self.study.teacher_model
+        study = self.study
+        teacher = study.teacher_model
 
         def train(job: _Job) -> float:  # the CE baseline's method ignores the teacher
-            res = train_run(
-                job.plan, data, job.run_dir, teacher, self.study.config.cache_teacher, progress
+            res = resume_run(
+                study.out_dir,
+                job.plan,
+                data,
+                job.run_dir,
+                teacher,
+                study.config.cache_teacher,
+                progress,
             )
             return float(res["test_acc"])  # the "test" split of ``data`` is the validation split
 
