@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import re
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import takewhile
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from kdscope import __version__
 from kdscope.errors import KdscopeError
+from kdscope.summary_table import clip, format_summary
 
 EPILOG = """examples:
-  kdscope run --preset default --out runs/default   train and analyse the embedded default study
+  kdscope run --preset default                       train and analyse the embedded default study
+                                                     (into runs/default, the study's name)
   kdscope run my_study.yaml --out runs/mine          a study of your own (see 'kdscope show default')
   kdscope show smoke                                 print a preset's YAML, to copy and edit
-  kdscope list methods                               registered methods (also: models, datasets,
-                                                     analyses, presets)
+  kdscope list methods                               registered methods, what they do and their
+                                                     parameters (also: models, datasets, analyses,
+                                                     presets)
+  kdscope list methods kd                            only the methods whose name contains 'kd'
   kdscope check-teacher --preset three_levels --out runs/levels
                                                      train only the teacher and check it before
                                                      distilling (relations, confidence)
@@ -26,6 +38,10 @@ EPILOG = """examples:
   kdscope bench verdicts                             calibration of the verdicts in null studies
 
 A run killed at any point resumes where it stopped when the same command is run again."""
+
+OUT_HELP = "output directory (default: runs/<the study's name>)"
+#: characters of a line of 'kdscope list'
+LIST_WIDTH = 100
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,19 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
         help="run (or resume) a study",
         description="Train every model of a "
-        "study (resuming finished or interrupted runs), run its analyses and write "
-        "summary.json and report.html into --out.",
+        "study (resuming finished or interrupted runs), run its analyses, write "
+        "summary.json and report.html into --out and print a table of the results.",
     )
     run.add_argument("study", nargs="?", help="study YAML file (or use --preset)")
     run.add_argument("--preset", help="name of an embedded study (see 'kdscope list presets')")
-    run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--out", help=OUT_HELP)
+    run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     check = sub.add_parser(
         "check-teacher",
@@ -60,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("study", nargs="?", help="study YAML file (or use --preset)")
     check.add_argument("--preset", help="name of an embedded study")
-    check.add_argument("--out", required=True, help="the study's output directory")
+    check.add_argument("--out", help=OUT_HELP)
     check.add_argument("--tau", type=float, default=4.0, help="distillation temperature (4)")
     check.add_argument("--lam", type=float, default=0.7, help="weight of the soft term (0.7)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -85,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         "list", help="list registered models, methods, datasets, analyses or presets"
     )
     lst.add_argument("what", choices=["models", "methods", "datasets", "analyses", "presets"])
+    lst.add_argument("filter", nargs="?", default="", help="only names containing this text")
     return p
 
 
@@ -96,6 +114,19 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
     return load_preset(args.preset) if args.preset else load_study(args.study)
 
 
+def _out_dir(args: argparse.Namespace, name: str) -> str | Path:
+    """The study's output folder: ``--out`` as given (an empty one is refused later), else
+    ``runs/<name>``; announced unless quiet."""
+    from kdscope.config import _SAFE_NAME
+
+    if args.out is None and not _SAFE_NAME.fullmatch(name):
+        raise KdscopeError(f"the study's name {name!r} is not a folder name; give --out")
+    out = Path("runs") / name if args.out is None else args.out
+    if not args.quiet:
+        print(f"study {name}: writing into {out}", flush=True)
+    return out
+
+
 def _check_teacher(args: argparse.Namespace) -> int:
     from kdscope import io
     from kdscope.analyses.teacher_check import check_teacher, format_check
@@ -103,39 +134,97 @@ def _check_teacher(args: argparse.Namespace) -> int:
 
     if args.tau <= 0 or not 0 <= args.lam <= 1:
         raise KdscopeError("--tau must be positive and --lam in [0, 1]")
-    study = run_study(_config(args), args.out, quiet=args.quiet, teacher_only=True)
+    cfg = _config(args)
+    study = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet, teacher_only=True)
     result = check_teacher(
         study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
     )
     io.write_json(study.out_dir / "teacher_check.json", result)
     print(format_check(result, f"{study.config.name} (τ = {args.tau:g}, λ = {args.lam:g})"))
+    if not args.quiet:
+        print(f"wrote {study.out_dir / 'teacher_check.json'}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from kdscope.study import run_study
 
-    run_study(_config(args), args.out, quiet=args.quiet)
+    cfg = _config(args)
+    out = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet).out_dir
     if not args.quiet:
-        print(f"wrote {args.out}/summary.json and {args.out}/report.html")
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        print(format_summary(summary, str(out / "report.html")))
+        print(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0
 
 
-def _list(what: str) -> int:
+def _first_sentence(text: str) -> str:
+    """The first sentence of ``text``'s first paragraph, on one line, without rST quotes."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph)[0].replace("``", "")
+
+
+def _description(obj: Any) -> str:  # noqa: ANN401  (any registered constructor)
+    """What a registered constructor is: its docstring, else its ``title``, else its module's
+    docstring (first sentence)."""
+    doc = obj.__doc__ or getattr(obj, "title", "") or sys.modules[obj.__module__].__doc__
+    return _first_sentence(doc or "")
+
+
+def _parameters(obj: Any) -> str:  # noqa: ANN401  (any registered constructor)
+    """The constructor's named parameters, with their defaults."""
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return ", ".join(
+        p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+        for p in inspect.signature(obj).parameters.values()
+        if p.kind not in skip
+    )
+
+
+def _preset_description(name: str) -> str:
+    """The first sentence of the comment that opens the preset's YAML."""
+    from kdscope.config import preset_path
+
+    lines = preset_path(name).read_text(encoding="utf-8").splitlines()
+    return _first_sentence(
+        " ".join(line.lstrip("# ") for line in takewhile(lambda line: line.startswith("#"), lines))
+    )
+
+
+def _entries(what: str) -> list[tuple[str, str, str]]:
+    """Name, description and parameters of everything registered of one kind."""
     from kdscope.analyses import ANALYSES
     from kdscope.config import preset_names
     from kdscope.datasets import DATASETS
     from kdscope.methods import METHODS
     from kdscope.models import MODELS
 
-    names = {
-        "models": MODELS.names,
-        "methods": METHODS.names,
-        "datasets": DATASETS.names,
-        "analyses": ANALYSES.names,
-        "presets": preset_names,
-    }[what]()
-    print("\n".join(names))
+    if what == "presets":
+        return [(n, _preset_description(n), "") for n in preset_names()]
+    registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS, "analyses": ANALYSES}
+    found = registry[what]
+    return [(n, _description(found.get(n)), _parameters(found.get(n))) for n in found.names()]
+
+
+def _list(what: str, text: str) -> int:
+    """Print the registered ``what`` whose names contain ``text``: name and description, then
+    the parameters (indented)."""
+    entries = [e for e in _entries(what) if text in e[0]]
+    if not entries:
+        raise KdscopeError(f"no {what} contain {text!r}; 'kdscope list {what}' lists them all")
+    width = max(len(name) for name, _, _ in entries) + 2
+    for name, description, params in entries:
+        print(f"{name.ljust(width)}{clip(description, max(LIST_WIDTH - width, 40))}".rstrip())
+        if params:
+            print(
+                textwrap.fill(
+                    params,
+                    LIST_WIDTH,
+                    initial_indent=" " * width,
+                    subsequent_indent=" " * width,
+                    break_long_words=False,
+                )
+            )
     return 0
 
 
@@ -185,7 +274,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             r.get("calibrated") is False or str(r.get("gate", "")).startswith("fail") for r in rows
         )
         return 1 if failed else 0
-    return _list(args.what)
+    return _list(args.what, args.filter)
 
 
 def _error(message: str) -> int:

@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from kdscope import io
 from kdscope.config import ModelConfig, StudentConfig, StudyConfig, Subset, TrainConfig
@@ -40,6 +39,7 @@ from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import MODELS, build_model, resolve_layer
+from kdscope.progress import progress
 from kdscope.trainer import (
     Progress,
     RunPlan,
@@ -504,7 +504,7 @@ def _train_models(
         run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
         for g, _, p in jobs
     ) + (search.steps() if search else 0)
-    bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True, leave=False)
+    bar = progress(total=total, unit="step", disable=quiet)
 
     def job(item: tuple[Group, int, RunPlan]) -> None:
         g, seed, plan = item

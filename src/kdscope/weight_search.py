@@ -33,7 +33,7 @@ from kdscope.config import WeightSearch
 from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.errors import KdscopeError
 from kdscope.methods import distillation_weight
-from kdscope.report import table
+from kdscope.render import table
 from kdscope.seeding import derive_seed
 from kdscope.trainer import Progress, RunPlan, run_steps
 

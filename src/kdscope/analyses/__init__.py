@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from kdscope.analyses.base import Analysis
+from kdscope.progress import progress
 from kdscope.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,8 +55,8 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
     """Run the study's analyses in the configured order (requirements first); inapplicable ones
     are skipped with a note. Each result is also kept in ``study.results`` for later analyses."""
     outcomes = []
-    for entry in tqdm(
-        with_requirements(study.config.analyses), desc="analyses", disable=quiet, leave=False
+    for entry in progress(
+        with_requirements(study.config.analyses), desc="analyses", unit="analysis", disable=quiet
     ):
         analysis = ANALYSES.get(entry.name)(**entry.params)
         analysis.quiet = quiet

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired
-from kdscope.report import fmt_interval, table
+from kdscope.render import fmt_interval, table
 from kdscope.stats import summarise
 from kdscope.verdicts import comparison, css
 

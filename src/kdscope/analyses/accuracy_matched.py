@@ -41,7 +41,7 @@ from kdscope.analyses.study_views import correctness, paired, test_subset, trans
 from kdscope.config import StudentConfig
 from kdscope.evaluation import predict_logits
 from kdscope.methods import distillation_weight
-from kdscope.report import fmt_summary, table, verdict_table
+from kdscope.render import fmt_summary, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

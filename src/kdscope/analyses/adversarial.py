@@ -53,7 +53,7 @@ from kdscope.analyses.study_views import (
 )
 from kdscope.config import ModelConfig, StudentConfig
 from kdscope.property_transfer.attacks import calibrate_eps, ifgsm, predict_labels, transfer_rates
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

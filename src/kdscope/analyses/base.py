@@ -3,7 +3,7 @@
 
 ``run`` returns a JSON-serialisable dict that goes into ``summary.json`` under the analysis'
 name; ``report_section`` turns it into an HTML fragment (figures embedded with
-:func:`kdscope.report.figure_html`) that becomes one section of ``report.html``.
+:func:`kdscope.render.figure_html`) that becomes one section of ``report.html``.
 """
 
 from __future__ import annotations

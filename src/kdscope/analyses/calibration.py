@@ -17,7 +17,7 @@ import numpy as np
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import split_labels
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.calibration import (
     brier_per_example,

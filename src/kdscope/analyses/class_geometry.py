@@ -30,7 +30,7 @@ from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import superclass, teacher_logits
 from kdscope.models.hooks import get_module, resolve_layer
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.geometry import (
     class_similarity,

@@ -40,7 +40,7 @@ from kdscope.property_transfer.boundary import (
     planes_from_triplets,
     sample_triplets,
 )
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

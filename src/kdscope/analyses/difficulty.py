@@ -20,7 +20,7 @@ import numpy as np
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired, split_labels, teacher_logits
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.rescaling import softmax
 

@@ -35,7 +35,7 @@ from kdscope.analyses.study_views import (
 )
 from kdscope.property_transfer.attacks import predict_labels
 from kdscope.property_transfer.renderings import RENDERINGS, render
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ from kdscope.analyses.study_views import (
 )
 from kdscope.config import StudentConfig
 from kdscope.property_transfer.invariance import HEADLINE, STRENGTHS, agreement, transformed_pair
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kdscope import io
 from kdscope import verdicts as verdicts_
@@ -59,6 +58,7 @@ from kdscope.knowledge_points.diagnosis import (
 from kdscope.knowledge_points.estimator import EstimatorSettings, Mode
 from kdscope.methods.feature_mimic import FeatureMimic
 from kdscope.models.hooks import resolve_layer
+from kdscope.progress import progress
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:
@@ -203,9 +203,7 @@ class KnowledgePointsAnalysis(Analysis):
         total = sum(
             len(run.plan.checkpoints) * len(idx) for g in networks for run in g.runs.values()
         ) * len(layers)
-        bar = tqdm(
-            total=total, desc="knowledge points", unit="map", leave=False, disable=self.quiet
-        )
+        bar = progress(total=total, desc="knowledge points", unit="map", disable=self.quiet)
         trajs: dict[tuple[str, int, str], EntropyTrajectory] = {}
         try:
             for g in networks:

@@ -27,7 +27,7 @@ from kdscope.knowledge_points.diagnosis import (
     EntropyTrajectory,
     network_metrics,
 )
-from kdscope.report import figure_html, plt  # pyplot, with the Agg backend already selected
+from kdscope.render import figure_html, plt  # pyplot, with the Agg backend already selected
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

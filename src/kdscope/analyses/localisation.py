@@ -50,7 +50,7 @@ from kdscope.property_transfer.localisation import (
     map_cosine,
     win_grid,
 )
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise, summarise_crossed
 
 if TYPE_CHECKING:

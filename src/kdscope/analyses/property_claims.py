@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
-from kdscope.report import fmt_summary, table
+from kdscope.render import fmt_summary, table
 from kdscope.verdicts import AWAY, CONFOUNDED, NO_TRANSFER, TRANSFERS, css
 
 if TYPE_CHECKING:

@@ -57,7 +57,7 @@ from kdscope.property_transfer.cka import (
     layer_activations,
     layer_grams,
 )
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from kdscope.analyses import register_analysis
 from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import bound_method, soft_target_groups, teacher_logits
 from kdscope.methods.soft_target import SoftTargets
-from kdscope.report import figure_html, fmt_summary, plt, table
+from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import pearson_statistic, summarise
 from kdscope.teacher_knowledge.rescaling import (
     average_ranks,

@@ -33,7 +33,7 @@ from kdscope.analyses.study_views import (
 )
 from kdscope.datasets import build as build_dataset
 from kdscope.property_transfer.attacks import predict_labels
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 
 if TYPE_CHECKING:

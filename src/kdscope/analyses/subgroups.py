@@ -32,7 +32,7 @@ from kdscope.analyses.study_views import (
     premise,
     transfer_record,
 )
-from kdscope.report import figure_html, fmt_summary, plt, premise_note, table, verdict_table
+from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 
 if TYPE_CHECKING:

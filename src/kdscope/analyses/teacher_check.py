@@ -34,7 +34,7 @@ from kdscope.analyses.study_views import correctness, paired, soft_target_groups
 from kdscope.config import StudentConfig
 from kdscope.datasets.base import TensorDataset
 from kdscope.evaluation import predict_logits
-from kdscope.report import fmt_summary, table
+from kdscope.render import fmt_summary, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.check import Thresholds, teacher_check
 from kdscope.verdicts import ABOVE, classify

@@ -63,7 +63,7 @@ from kdscope.analyses.study_views import (
 )
 from kdscope.methods import build_method
 from kdscope.methods.kd_sim import KDSim
-from kdscope.report import fmt_summary, table
+from kdscope.render import fmt_summary, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.geometry import hierarchy_score
 from kdscope.teacher_knowledge.rescaling import softmax
