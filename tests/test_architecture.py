@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "base",
         (
             "errors",
+            "version",
             "registry",
             "io",
             "seeding",
@@ -57,7 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("models",)),
     ("methods", ("methods",)),
     ("training", ("trainer", "trajectory", "evaluation")),
-    ("studies", ("study", "weight_search", "executor", "null_studies")),
+    ("studies", ("study", "runs", "weight_search", "executor", "null_studies")),
     ("analyses", ("analyses", "knowledge_points", "teacher_knowledge", "property_transfer")),
     ("report", ("report", "summary_table")),
     ("entry", ("cli", "bench", "")),

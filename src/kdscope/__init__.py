@@ -17,18 +17,17 @@ Public API (everything else may move):
 * errors: :class:`KdscopeError`.
 """
 
-__version__ = "0.1.0"
-
-from kdscope import knowledge_points, teacher_knowledge  # noqa: E402
-from kdscope.analyses import register_analysis  # noqa: E402
-from kdscope.analyses.teacher_check import check_teacher  # noqa: E402
-from kdscope.config import StudyConfig, load_preset, load_study, parse_study  # noqa: E402
-from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset  # noqa: E402
-from kdscope.datasets import build as build_dataset  # noqa: E402
-from kdscope.errors import KdscopeError  # noqa: E402
-from kdscope.methods import Method, build_method, register_method  # noqa: E402
-from kdscope.models import build_model, capture, list_models, register_model  # noqa: E402
-from kdscope.study import StudyResult, run_study  # noqa: E402
+from kdscope import knowledge_points, teacher_knowledge
+from kdscope.analyses import register_analysis
+from kdscope.analyses.teacher_check import check_teacher
+from kdscope.config import StudyConfig, load_preset, load_study, parse_study
+from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset
+from kdscope.datasets import build as build_dataset
+from kdscope.errors import KdscopeError
+from kdscope.methods import Method, build_method, register_method
+from kdscope.models import build_model, capture, list_models, register_model
+from kdscope.study import StudyResult, run_study
+from kdscope.version import __version__
 
 __all__ = [
     "Batch",

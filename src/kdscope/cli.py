@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KdscopeError as e:
         return _error(str(e))
     except OSError as e:
-        from kdscope.study import os_error_text
+        from kdscope.runs import os_error_text
 
         return _error(os_error_text(e))
     except MemoryError:

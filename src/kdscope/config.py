@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from kdscope.errors import ConfigError, KdscopeError
-from kdscope.registry import Registry
+from kdscope.registry import ANALYSES, Registry
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _FINITE = ConfigDict(allow_inf_nan=False)
@@ -200,8 +200,6 @@ class AnalysisConfig(_Named):
 
     @model_validator(mode="after")
     def _known(self) -> AnalysisConfig:
-        from kdscope.analyses import ANALYSES
-
         cls = _registered(ANALYSES, self.name)
         where = f"analysis {self.name!r}"
         _check_params(cls.__init__, self.params, where)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kdscope.errors import KdscopeError
+
+if TYPE_CHECKING:
+    from kdscope.analyses.base import Analysis
 
 T = TypeVar("T")
 
@@ -50,3 +53,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+ANALYSES: Registry[type[Analysis]] = Registry("analysis")
+"""The analyses by name (filled by :func:`kdscope.analyses.register_analysis`). It lives here,
+below :mod:`kdscope.config`, so that the configuration checks analysis names and parameters
+without importing the analyses, which import the configuration."""

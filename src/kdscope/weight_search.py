@@ -34,6 +34,7 @@ from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.errors import KdscopeError
 from kdscope.methods import distillation_weight
 from kdscope.render import table
+from kdscope.runs import resume_run
 from kdscope.seeding import derive_seed
 from kdscope.trainer import Progress, RunPlan, run_steps
 
@@ -125,8 +126,6 @@ class WeightSearchRun:
     def run(self, executor: Executor, progress: Progress | None = None) -> dict[str, Any]:
         """Train (or resume) every search run, choose each student's factor, set the chosen
         weights in the study's groups and write ``DIR/weight_search/search.json``."""
-        from kdscope.study import resume_run
-
         data = DataSplits(self.fit, self.validation)
         study = self.study
         teacher = study.teacher_model

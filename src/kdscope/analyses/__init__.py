@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from kdscope.analyses.base import Analysis
 from kdscope.progress import progress
-from kdscope.registry import Registry
+from kdscope.registry import ANALYSES
 
 if TYPE_CHECKING:
     from kdscope.config import AnalysisConfig
     from kdscope.study import StudyResult
-
-ANALYSES: Registry[type[Analysis]] = Registry("analysis")
 
 
 def register_analysis(cls: type[Analysis]) -> type[Analysis]:
