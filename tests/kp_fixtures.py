@@ -1,5 +1,5 @@
 """Known-answer fixtures shared by the knowledge-point estimator tests (images and point
-clouds): a linear layer and fixture A of spec §10.1 with its closed-form σ and entropies."""
+clouds): a linear layer and hand-computed fixture A with its closed-form σ and entropies."""
 
 from __future__ import annotations
 

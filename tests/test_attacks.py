@@ -1,4 +1,4 @@
-"""I-FGSM, fooling, ε calibration and transfer rates (property-transfer spec §3.2, §7) against the
+"""I-FGSM, fooling, ε calibration and transfer rates (Ojha et al. 2023) against the
 closed form of a linear binary logistic model and a hand-written reference loop; the adversarial
 analysis' source attacks and its foreign-source contrast on hand-built cases."""
 
@@ -53,7 +53,7 @@ def middle_inputs(n: int, seed: int = 0, spread: float = 0.1) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# the linear closed form (spec §7)
+# the linear closed form
 
 
 @pytest.mark.parametrize("scale", [1.0, 400.0])  # 400: margins 12–170, CE gradient ≪ 1e-6
@@ -112,7 +112,7 @@ def mlp(seed: int = 0) -> nn.Module:
 
 
 def reference_ifgsm(model: nn.Module, x, y, eps: float, steps: int = 5) -> torch.Tensor:
-    """The update of spec §3.2 written out, gradient at the current iterate."""
+    """The I-FGSM update written out, gradient at the current iterate."""
     a = eps / 4
     it = x.clone()
     for _ in range(steps):

@@ -1,4 +1,4 @@
-"""Decision-boundary planes (property-transfer spec §3.7, §7): plane geometry against its
+"""Decision-boundary planes (Ojha et al. 2023; dbViz): plane geometry against its
 definition, triplet sampling, and similarity scores with known answers (identical networks, a
 label permutation, two half-plane classifiers whose disagreement area is known in closed form)."""
 

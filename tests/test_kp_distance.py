@@ -130,7 +130,7 @@ def test_resumed_logger_logs_the_same_numbers() -> None:
 
 
 def test_peak_distance_in_both_forms() -> None:
-    """§10.5's trajectory: m̂ = (2, 1); D = (0, 0.4, 0.7, 0.9) gives d = (0.7, 0.4) and the
+    """A hand-built trajectory: m̂ = (2, 1); D = (0, 0.4, 0.7, 0.9) gives d = (0.7, 0.4) and the
     displacement series (0, 0.3, 0.5, 0.6) gives d_epoch = (0.5, 0.3) at the same m̂."""
     h = np.array(
         [

@@ -1,4 +1,4 @@
-"""The information-discarding estimator against the analytic cases of spec §10.1–10.4, 10.6."""
+"""The information-discarding estimator against analytic cases."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ IDENTITY = {"feature_transform": "identity", "scale": 1.0}
 
 
 def _closed_form(sigma_f: float, c: torch.Tensor, m: int, lam: float = 7.0) -> torch.Tensor:
-    """σ* = clip(sqrt(λ M σ_f / (2 n c_u)), σ_min, σ_max) (spec §10.1)."""
+    """σ* = clip(sqrt(λ M σ_f / (2 n c_u)), σ_min, σ_max)."""
     n = len(c)
     with torch.no_grad():
         star = torch.sqrt(lam * m * sigma_f / (2 * n * c.double()))
@@ -31,7 +31,7 @@ def _closed_form(sigma_f: float, c: torch.Tensor, m: int, lam: float = 7.0) -> t
 
 
 def test_fixture_a_expected_numbers() -> None:
-    # with σ_f at its expectation σ0²C/M the closed form gives the spec's exact values
+    # with σ_f at its expectation σ0²C/M the closed form gives exact values
     c = torch.tensor([1.0, 4.0, 9.0, 0.0])
     star = _closed_form(0.01**2 * 14 / 2, c, 2)
     assert torch.allclose(star, SIGMA_A, rtol=1e-12)
@@ -58,7 +58,7 @@ def test_optimum_mode_reaches_the_closed_form(variant: str) -> None:
     c = units.unit_sums(weight.double().pow(2).sum(0)[None])[0]
     star = _closed_form(float(res.sigma_f[0]), c, m)
     assert (res.sigma[0].log() - star.log()).abs().max() <= 0.03
-    # σ_f at its Monte Carlo value is close to its expectation, so the spec's numbers hold too
+    # σ_f at its Monte Carlo value is close to its expectation, so the closed-form numbers hold too
     assert (res.sigma[0].log() - SIGMA_A.log()).abs().max() <= 0.05
 
 
@@ -101,7 +101,7 @@ def _grid_linear(rows: int = 16, seed: int = 0) -> tuple[Linear, torch.Tensor, t
 
 
 def _expected_path(c: torch.Tensor, m: int, sigma_f: float, steps: int, lam: float = 7.0):
-    """σ_u ← clamp(σ_u − η(2 c_u σ_u / (M σ_f) − λ / (n σ_u))), η = 1e-4 (spec §10.3)."""
+    """σ_u ← clamp(σ_u − η(2 c_u σ_u / (M σ_f) − λ / (n σ_u))), η = 1e-4."""
     n = len(c)
     sigma = torch.full((n,), 0.01, dtype=torch.float64)
     out = []
@@ -250,7 +250,7 @@ def test_dead_features_make_the_input_non_effective(mode: str) -> None:
 
 
 def test_input_scale_rescales_the_whole_estimate() -> None:
-    # x → s·x with W → W/s is the same problem; entropies shift by log s exactly (spec §2.5)
+    # x → s·x with W → W/s is the same problem; entropies shift by log s exactly
     model, units, _ = _grid_linear(seed=3)
     x = torch.rand(2, 1, 32, 32)
     base = estimate(model, "fc", x, units, EstimatorSettings(lam=7, **IDENTITY))

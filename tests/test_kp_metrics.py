@@ -1,4 +1,4 @@
-"""Knowledge-point metrics against the hand-computed cases of spec knowledge_points.md §10."""
+"""Knowledge-point metrics against the hand-computed cases."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kdscope.knowledge_points.metrics import (
 )
 
 # --------------------------------------------------------------------------------------------------
-# §10.5: hand-built trajectory, 4 units, fg {0, 1}, bg {2, 3}, inputs A and B, checkpoints 0..3
+# hand-built trajectory, 4 units, fg {0, 1}, bg {2, 3}, inputs A and B, checkpoints 0..3
 
 H_105 = np.array(
     [
@@ -134,7 +134,7 @@ def test_stability_is_zero_for_an_empty_union() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# §10.1: knowledge points at the calibrated optimum, fixture B
+# knowledge points at the calibrated optimum, fixture B
 
 
 def test_fixture_b_knowledge_points_at_the_optimum() -> None:

@@ -1,4 +1,4 @@
-"""Linear theory of property transfer (property-transfer spec §4, §7 "Linear theory").
+"""Linear theory of property transfer (docs/property_transfer.md).
 
 A linear teacher z_t(x) = W_t x + b_t with K = 3 classes in m = 5 dimensions labels m + 1 = 6
 affinely independent points x_i (the augmented vectors (x_i, 1) span R^(m+1)). A linear softmax

@@ -26,7 +26,7 @@ from kdscope.methods.kd import entropy, soft_cross_entropy, soft_target_loss, te
 from kdscope.methods.soft_label import soft_labels
 from kdscope.models import Outputs, build_model, forward_with_features
 
-# The golden example of the three-levels spec, §4.
+# A hand-computed golden example.
 Z = [2.0, 1.0, 0.0, -1.0]
 V = [3.0, 1.5, 0.0, -0.5]
 G = 0

@@ -1,5 +1,5 @@
 """Point clouds: the ``points`` dataset, the PointNet models, per-point unit maps and the
-closed-form σ of spec §10.1 with one σ per point shared over x, y, z."""
+closed-form σ with one σ per point shared over x, y, z."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def test_point_units_adjoint_and_foreground() -> None:
 # ------------------------------------------------------------------ closed-form σ per point
 
 
-# Fixture A of spec §10.1 (c = (1, 4, 9, 0), M = 2) with unit u = point u: its column norm is
+# Fixture A (c = (1, 4, 9, 0), M = 2) with unit u = point u: its column norm is
 # split unequally over x, y, z (fractions 1/2, 1/3, 1/6), so only the per-point sum c_u is fixed.
 SPLIT = torch.tensor([1 / 2, 1 / 3, 1 / 6]).sqrt()
 
@@ -188,8 +188,7 @@ def _point_weight(per_point: torch.Tensor) -> torch.Tensor:
 def _closed_form(
     sigma_f: float, c: torch.Tensor, m: int, lam: float = 7.0, scale: float = 1.0
 ) -> torch.Tensor:
-    """σ* = clip(sqrt(λ M σ_f / (2 n c_u)), 0.001·s, s) over the n non-excluded points (§10.1,
-    with the bounds of §2.5)."""
+    """σ* = clip(sqrt(λ M σ_f / (2 n c_u)), 0.001·s, s) over the n non-excluded points."""
     star = torch.sqrt(lam * m * sigma_f / (2 * len(c) * c.double()))
     return star.clamp(0.001 * scale, scale)
 
@@ -215,7 +214,7 @@ def test_optimum_mode_reaches_the_closed_form_per_point(variant: str) -> None:
     ``padding``: two extra padding points with large weights sit between the real ones; they
     are excluded, so they get no noise, do not count in n, and σ of the 4 real points is
     unchanged. ``coordinate_scale``: coordinates of standard deviation s ≈ 5 and no fixed
-    scale, so the estimator uses s = coordinate std (§2.5, §8.1): σ₀ = 0.01·s, clamp
+    scale, so the estimator uses s = coordinate std: σ₀ = 0.01·s, clamp
     [0.001·s, s], and σ* = s · (fixture A's σ*), the ignored point clamped at s.
     """
     torch.manual_seed(0)
@@ -246,7 +245,7 @@ def test_optimum_mode_reaches_the_closed_form_per_point(variant: str) -> None:
     sigma = res.sigma[0][valid]
     star = _closed_form(float(res.sigma_f[0]), c, 2, scale=scale)
     assert (sigma.log() - star.log()).abs().max() <= 0.03
-    # σ_f at its Monte Carlo value is close to its expectation: the spec's numbers (× s) hold
+    # σ_f at its Monte Carlo value is close to its expectation: the closed-form numbers (× s) hold
     assert (sigma.log() - (scale * SIGMA_A).log()).abs().max() <= 0.05
     entropy = res.entropy[0][valid] - math.log(scale)
     assert (entropy - H_A).abs().max() <= 0.05

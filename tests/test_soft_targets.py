@@ -1,4 +1,5 @@
-"""Controlled-target distillation (three-levels spec §3-§4, §16): targets, values and gradients."""
+"""Controlled-target distillation (docs/methods.md, docs/three_levels.md): targets, values and
+gradients."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from kdscope.methods.soft_target import (
 )
 from kdscope.models import Outputs
 
-# The golden example of the three-levels spec, §4 (tau = 2, lam = 0.7).
+# A hand-computed golden example (tau = 2, lam = 0.7).
 Z = [2.0, 1.0, 0.0, -1.0]
 V = [3.0, 1.5, 0.0, -0.5]
 G = 0

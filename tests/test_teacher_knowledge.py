@@ -1,5 +1,5 @@
-"""Pure-numpy core of the three-levels analyses against the goldens of spec three_levels.md
-(§7.1, §8.2, §10, §16) and brute-force references."""
+"""Pure-numpy core of the three-levels analyses against hand-computed goldens
+and brute-force references."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _auroc_brute(s: np.ndarray, pos: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# calibration (§10)
+# calibration
 
 
 def test_ece_golden_and_reliability_bins():
@@ -91,7 +91,7 @@ def test_nll_brier_entropy_summary():
 
 
 # --------------------------------------------------------------------------------------------------
-# rescaling (§7)
+# rescaling
 
 
 def test_rescaling_goldens():
@@ -188,7 +188,7 @@ def test_pearson_spearman_ties_nan_and_constant():
 
 
 # --------------------------------------------------------------------------------------------------
-# geometry (§8.2)
+# geometry
 
 
 def test_hierarchy_goldens():
@@ -270,7 +270,7 @@ def test_distance_order_is_exact_when_student_matches_teacher():
 
 
 # --------------------------------------------------------------------------------------------------
-# soft-label structure (§8.3)
+# soft-label structure
 
 RHO4 = np.array(
     [
@@ -325,7 +325,7 @@ def test_class_mean_correlation_and_offdiag():
 
 
 # --------------------------------------------------------------------------------------------------
-# teacher check (§11)
+# teacher check
 
 
 def test_auroc_against_brute_force():

@@ -1,4 +1,4 @@
-"""Text inputs: tokeniser and vocabulary, per-token units (the closed-form σ test of spec §10.1
+"""Text inputs: tokeniser and vocabulary, per-token units (the closed-form σ test
 with noise on the embeddings), the text models and the QA span convention."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_span_class_round_trip() -> None:
     assert s.tolist() == start.tolist() and e.tolist() == end.tolist()
 
 
-# -- per-token units: the closed-form σ of spec §10.1 ------------------------------------------
+# -- per-token units: the closed-form σ -------------------------------------------------
 
 DIM = 3
 SPLIT = torch.tensor([1 / 2, 1 / 3, 1 / 6]).sqrt()  # a token's weight spread over its 3 dims
@@ -134,7 +134,7 @@ def test_optimum_mode_reaches_the_closed_form_per_token(variant: str) -> None:
     ``special``: a <sep> and two padding positions with large weights sit among the 4 real
     tokens; they are not units, get no noise and do not count in n, so σ is unchanged.
     ``embedding_scale``: an embedding table of RMS ≈ 4 and no fixed scale: s = the RMS of the
-    real tokens' embeddings (§2.5), so σ* = s · (fixture A's σ*), the ignored token at s.
+    real tokens' embeddings, so σ* = s · (fixture A's σ*), the ignored token at s.
     """
     torch.manual_seed(0)
     table = torch.randn(12, DIM) * (4.0 if variant == "embedding_scale" else 1.0)
@@ -195,7 +195,7 @@ def test_text_model_scale_is_the_rms_of_real_token_embeddings() -> None:
 @pytest.mark.parametrize("name", ["span_transformer", "span_lstm"])
 def test_span_model_logits_factorise(name: str) -> None:
     """Joint logits s_i + e_j: softmax is the product of the start and end distributions, so the
-    span cross-entropy is the start plus the end cross-entropy (spec §8.3); spans outside the
+    span cross-entropy is the start plus the end cross-entropy; spans outside the
     context get no mass."""
     torch.manual_seed(0)
     length = 6

@@ -1,4 +1,4 @@
-"""The distillation-weight search (property-transfer spec §2.5): split, choice rule, config
+"""The distillation-weight search (docs/study_file.md, 'Weight search'): split, choice rule, config
 checks, and a tiny study whose recorded validation accuracies are recomputed by hand."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ seed fixes the output.
   probability 1/2), ``"shift"`` (integer translation with edge padding), ``"colour"`` (the
   equivalent of ColorJitter(0.4, 0.4, 0.4, 0.2), :func:`random_colour_jitter`) and ``"crop"``
   (random-resized crop, area 8–100 %, aspect 3/4–4/3, :func:`random_resized_crop`).
-* Evaluation transforms of the property-transfer invariance tests (spec §3.3–3.5):
+* Evaluation transforms of the property-transfer invariance tests (Ojha et al. 2023):
   :func:`fixed_colour_jitter` (fixed strength s, random direction), :func:`crop_pair` (two crops of
   area fraction s, resized back) and :func:`shift_pair` (two shifted crops of a resized,
   centre-cropped image).
@@ -33,7 +33,8 @@ COLOUR_OPS = ("brightness", "contrast", "saturation", "hue")
 """Op indices used by ``order`` in :func:`colour_jitter`: 0 brightness, 1 contrast, 2 saturation,
 3 hue."""
 
-#: Shift protocol of spec §3.5 at the paper's MNIST scale: resize H = 28 to 32 before cropping.
+#: Shift protocol of Ojha et al. 2023 at the paper's MNIST scale: resize H = 28 to 32 before
+#: cropping.
 SHIFT_RESIZE = 32 / 28
 
 
@@ -215,8 +216,8 @@ def random_jitter_params(
 
 
 def fixed_jitter_params(n: int, s: float, generator: torch.Generator) -> JitterParams:
-    """Fixed-strength jitter (spec §3.3, sweep): f = 1 ± s for each of brightness, contrast and
-    saturation and h = ±s/2, each sign random (1/2 each) per op and image; random op order."""
+    """Fixed-strength jitter (Ojha et al. 2023, sweep): f = 1 ± s for each of brightness, contrast
+    and saturation and h = ±s/2, each sign random (1/2 each) per op and image; random op order."""
     if not 0 <= s <= 1:
         raise ValueError(f"fixed jitter strength must be in [0, 1], got {s}")
     sign = torch.randint(0, 2, (n, 4), generator=generator, device=generator.device) * 2 - 1
@@ -324,9 +325,9 @@ def fixed_area_crop_boxes(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
 ) -> Tensor:
-    """(n, 4) boxes (top, left, height, width) covering exactly the area fraction s (spec §3.4):
-    aspect log-uniform in ``ratio``, redrawn up to ``attempts`` times until the crop fits, placed
-    uniformly; else a centred crop of area s with the image's own aspect, (√s·H, √s·W), which
+    """(n, 4) boxes (top, left, height, width) covering exactly the area fraction s (Ojha et al.
+    2023): aspect log-uniform in ``ratio``, redrawn up to ``attempts`` times until the crop fits,
+    placed uniformly; else a centred crop of area s with the image's own aspect, (√s·H, √s·W), which
     always fits (so s = 1 gives the whole image)."""
     _check_range("area fraction s", (s, s), 1.0)
     _check_range("ratio", ratio, math.inf)
@@ -376,7 +377,7 @@ def random_resized_crop(
 
 
 def crop_pair(x: Tensor, s: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Crop-invariance evaluation (spec §3.4): two independent crops per image, each of area
+    """Crop-invariance evaluation (Ojha et al. 2023): two independent crops per image, each of area
     fraction exactly s (:func:`fixed_area_crop_boxes`), each resized back to H × W."""
     b, _, h, w = x.shape
     first = fixed_area_crop_boxes(b, h, w, s, generator)
@@ -388,7 +389,7 @@ def crop_pair(x: Tensor, s: float, generator: torch.Generator) -> tuple[Tensor, 
 
 
 def shift_pair(x: Tensor, d: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Shift-invariance evaluation (spec §3.5, scaled to the image side): resize (H, W) to
+    """Shift-invariance evaluation (Ojha et al. 2023, scaled to the image side): resize (H, W) to
     (round(H·32/28), round(W·32/28)) bilinearly, centre-crop (H + d) × (W + d) (offset
     round((R − H − d)/2), as torchvision's center_crop), then two H × W crops at integer offsets
     (dy, dx) ∈ {0..d}², drawn uniformly and independently per crop and image.

@@ -86,7 +86,8 @@ def format_rows(rows: list[dict[str, object]]) -> str:
 
 
 #: The gate of ``kdscope bench knowledge-points``, per network and layer, on per-input
-#: agreement of ``fast`` with ``reference`` (spec §2.6 acceptance, read input by input).
+#: agreement of ``fast`` with ``reference`` (docs/knowledge_points.md, 'Bench: fast against
+#: reference', read input by input).
 KP_GATE = {"spearman_min": 0.9, "abs_dN_max": 1.0, "speedup_min": 20.0}
 
 

@@ -298,13 +298,13 @@ class Subset(BaseModel):
 
 class WeightSearch(BaseModel):
     """Pick each distilled student's distillation weight on a validation split (property-transfer
-    spec §2.5): the students' training data loses a stratified ``validation`` fraction; on the
-    rest the independent student and every searched student, its weight multiplied by each of
-    ``factors``, train with the ``seeds``; the factor with the highest mean validation accuracy
-    wins (ties: the factor nearest 1). ``students``: the labels searched (default every student
-    whose method has a distillation weight, except those in ``share``); ``share`` maps a student
-    to the one whose chosen factor it takes (the soft-label control keeps the KD student's
-    weights, spec §3.11)."""
+    docs/study_file.md, 'Weight search'): the students' training data loses a stratified
+    ``validation`` fraction; on the rest the independent student and every searched student, its
+    weight multiplied by each of ``factors``, train with the ``seeds``; the factor with the highest
+    mean validation accuracy wins (ties: the factor nearest 1). ``students``: the labels searched
+    (default every student whose method has a distillation weight, except those in ``share``);
+    ``share`` maps a student to the one whose chosen factor it takes (the soft-label control keeps
+    the KD student's weights, docs/property_transfer.md)."""
 
     model_config = _STRICT
     factors: tuple[Annotated[float, Field(gt=0)], ...] = Field((0.25, 0.5, 1.0, 2.0), min_length=1)

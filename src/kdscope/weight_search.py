@@ -1,5 +1,5 @@
-"""Distillation-weight search (property-transfer spec §2.5): pick each distilled student's weight
-on a validation split so that, as in the paper, the distilled students are tuned to beat the
+"""Distillation-weight search (docs/study_file.md, 'Weight search'): pick each distilled student's
+weight on a validation split so that, as in the paper, the distilled students are tuned to beat the
 independent student before their properties are compared.
 
 The students' training data D loses a validation split V (a seeded, per-class fraction); on the
@@ -11,9 +11,9 @@ train with the search seeds S:
     f*_s        = argmax_f acc_V(s, f)            (ties: smallest |log f|, then smaller f)
 
 The study's students then train on the whole of D with weight f*_s w_s; a student listed in
-``share`` takes its source's f* (the soft-label control keeps the KD student's weights, spec
-§3.11). ``beats_independent`` records whether acc_V(s, f*) exceeds the independent student's;
-the chosen weights land in ``summary.json`` and the report. Runs live under
+``share`` takes its source's f* (the soft-label control keeps the KD student's weights,
+docs/property_transfer.md). ``beats_independent`` records whether acc_V(s, f*) exceeds the
+independent student's; the chosen weights land in ``summary.json`` and the report. Runs live under
 ``DIR/weight_search/<student>/x<f>/seed<k>`` (the independent ones under
 ``DIR/weight_search/<baseline>/seed<k>``) and resume like any other run.
 """
@@ -228,7 +228,7 @@ def report_section(result: dict[str, Any]) -> str:
             f"search models trained on the other {result['n_fit']}, seeds "
             f"{', '.join(map(str, result['seeds']))}): the factor of highest mean validation "
             "accuracy wins, as the paper tuned its students to beat the independent one "
-            "(spec §2.5). The students above trained on all their data with the chosen "
+            "(Ojha et al. 2023). The students above trained on all their data with the chosen "
             "weights.</p>",
             table(
                 [

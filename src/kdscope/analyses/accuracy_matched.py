@@ -1,4 +1,4 @@
-"""The accuracy-matched control (property-transfer spec §3.11): a distilled student that is no
+"""The accuracy-matched control (Ojha et al. 2023): a distilled student that is no
 more accurate than the independent one may still have inherited the teacher's vulnerability.
 
 For each student whose method is in ``methods`` and whose mean accuracy beats its independent

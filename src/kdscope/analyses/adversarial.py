@@ -1,5 +1,6 @@
-"""Adversarial vulnerability transfer (property-transfer spec §3.2): do inputs crafted to fool the
-teacher also fool the distilled students more often than the independent student?
+"""Adversarial vulnerability transfer (Ojha et al. 2023, adversarial vulnerability): do inputs
+crafted to fool the teacher also fool the distilled students more often than the independent
+student?
 
 Iterative FGSM on the teacher (5 steps of a = ε/4 under L∞, pixels kept in [0, 1], true label),
 with ε calibrated by bisection on ``calibration`` test inputs so that the teacher is fooled on

@@ -1,4 +1,4 @@
-"""Calibration and prediction entropy of the teacher and every model (three-levels spec §10).
+"""Calibration and prediction entropy of the teacher and every model (docs/three_levels.md).
 
 Per model group and seed, on the test split: accuracy, expected calibration error (15 equal-width
 confidence bins), negative log-likelihood, Brier score and mean prediction entropy

@@ -1,4 +1,4 @@
-"""Domain knowledge in the logit layer: the class geometry of every model (three-levels spec §8).
+"""Domain knowledge in the logit layer: the class geometry of every model (Tang et al. 2020).
 
 A model's logits are z_k = h·w_k + b_k with h the input of its last linear layer and w_k the
 class templates. With centred templates w̃_k = w_k − mean_l w_l (softmax ignores a shift shared
@@ -8,7 +8,7 @@ by all templates), the class similarity is S_ij = cos(w̃_i, w̃_j). Measured pe
   the Pearson / Spearman correlations of S's upper triangle with the same-superclass indicator;
 * agreement (Mantel test, 999 row/column permutations) with the true class-centre cosine matrix
   (centred) and with the teacher's own S^T;
-* distance-order agreement, the direct check of the §8.1 statement: per training input, Kendall
+* distance-order agreement, the direct check of Tang et al.'s statement: per training input, Kendall
   τ_b between the order of the distances ‖h − w_i‖ and the order of the teacher's −ρ_i over the
   wrong classes, averaged; reported with the spread of ‖w_k‖ (coefficient of variation) and of
   b_k, since the statement assumes equal norms and zero biases.
@@ -84,8 +84,8 @@ def model_geometry(
     references: dict[str, np.ndarray],
     permutations: int = 999,
 ) -> dict[str, Any]:
-    """Every §8.2 measure of one model; ``references`` are similarity matrices to Mantel-test
-    against (e.g. the true class centres, the teacher)."""
+    """Every class-geometry measure of one model; ``references`` are similarity matrices to
+    Mantel-test against (e.g. the true class centres, the teacher)."""
     layer = logit_layer(model)
     w = layer.weight.detach().double().numpy()
     b = None if layer.bias is None else layer.bias.detach().double().numpy()

@@ -1,4 +1,4 @@
-"""Decision-boundary similarity (property-transfer spec §3.7, the dbViz method): do a distilled
+"""Decision-boundary similarity (Ojha et al. 2023, the dbViz method): do a distilled
 student's decision regions coincide with the teacher's more than an independent student's do?
 
 Per test domain (the dataset's ``domain`` tag, else the whole test split): ``triplets`` random

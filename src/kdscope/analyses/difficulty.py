@@ -1,4 +1,4 @@
-"""Accuracy by difficulty (three-levels spec §7.3): where do the soft targets help?
+"""Accuracy by difficulty (Tang et al. 2020): where do the soft targets help?
 
 Test inputs are binned into ``n_bins`` equal-count bins of the teacher's ground-truth probability
 ρ¹_g on them (bin 1 = hardest, lowest teacher confidence; ties are split by input order). Per

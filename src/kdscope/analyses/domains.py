@@ -1,12 +1,12 @@
-"""Unseen domains (property-transfer spec §3.6): does a student distilled from a teacher that saw
-several domains do better on the domains it never saw itself?
+"""Unseen domains (Ojha et al. 2023, unseen domains): does a student distilled from a teacher that
+saw several domains do better on the domains it never saw itself?
 
 The study's teacher trains on several domains (the dataset's ``domain`` tag) and the students on
 fewer (``student_subset``). Per test domain, per model and seed: accuracy, and consensus with the
 teacher (the fraction of inputs where both predict the same class, right or wrong). Per student:
 the gaps to its independent student, seed k against seed k, input by input, on each domain and
 pooled over the domains the students never saw. Consensus on out-of-distribution renderings of
-the test images (edge, sketch, silhouette; §3.6 b) is measured the same way. The control is the
+the test images (edge, sketch, silhouette) is measured the same way. The control is the
 study's soft-label student (method ``soft_label``): generic soft targets, no teacher; the
 student's effect beyond it is distilled − control consensus, paired by seed and input. Verdict on
 the pooled unseen-domain consensus gap and on each rendering: the rule of

@@ -1,4 +1,4 @@
-"""Invariance transfer (property-transfer spec §3.3–3.5): does a student become invariant to a
+"""Invariance transfer (Ojha et al. 2023, invariances): does a student become invariant to a
 transformation its teacher was trained with, although it never saw the transformation itself?
 
 For each transform (``colour`` jitter, random ``crop``s, ``shift``s) and strength, every model

@@ -6,13 +6,13 @@ seed, the entropy maps of seeded training candidates are estimated at every chec
 the peak distance D_mean / D_std (and D_var), and stability ρ, on its effective inputs. Per
 distilled student and seed: the paired difference student − baseline on the intersection of
 their effective inputs, with an interval over seeds (:func:`kdscope.stats.summarise`). A metric
-*holds* when its interval excludes 0 in the expected direction (spec §6), *does not hold* when
-it excludes 0 in the opposite one, else it is *inconclusive*; a hypothesis holds when all its
+*holds* when its interval excludes 0 in the expected direction (Zhang et al. 2022), *does not hold*
+when it excludes 0 in the opposite one, else it is *inconclusive*; a hypothesis holds when all its
 metrics hold.
 
 Learning speed is measured in two forms from each run's ``trajectory.json``: the per-step path
-length of the layer's own weights (the verdict basis, spec §4.2) and the per-epoch displacement
-(the papers' printed formula, §4.1), reported beside it. A feature-mimicking student is
+length of the layer's own weights (the verdict basis, kdscope's choice) and the per-epoch
+displacement (the papers' printed formula), reported beside it. A feature-mimicking student is
 diagnosed for verdicts only at the layer it mimics (the papers train one such student per
 layer): at other layers its first phase moves no weight above the mimicked layer, so "learns
 faster" would hold by construction; those pairs are computed and shown, never a verdict.
@@ -71,7 +71,7 @@ PAPERS_SETTING = (
     "at the layer it mimics. Verdicts for logit KD, Hint, CRD and other methods are kdscope "
     "extensions."
 )
-#: What the hypothesis verdicts on learning speed use (spec §4.2, §9 item 8).
+#: What the hypothesis verdicts on learning speed use (docs/knowledge_points.md, 'Formulas').
 VERDICT_DISTANCE = "per-step path length"
 MODES = ("fast", "reference", "optimum")
 
@@ -411,28 +411,27 @@ class KnowledgePointsAnalysis(Analysis):
         return render(result, study)
 
 
-#: where each modality's unit, exclusions and scale come from (spec §2.4, §2.5, §8)
+#: where each modality's unit, exclusions and scale come from (docs/knowledge_points.md)
 _UNITS = {
     "image": (
         "a cell of the {grid} grid, σ shared over its pixels and channels",
         "none",
         "1 after the model's normaliser; else the pixel std of the diagnosed inputs",
-        "spec §2.4",
+        "the papers",
     ),
     "points": (
         "one point, σ shared over x, y, z",
         "padding points (none in fixed-size clouds)",
-        "the coordinate std of the diagnosed inputs (the spec says over the training set)",
-        "spec §8.1 [assumption]",
+        "the coordinate std of the diagnosed inputs (not of the training set)",
+        "kdscope's choice (docs/knowledge_points.md)",
     ),
     "text": (
         "one token, σ shared over its embedding dimensions; noise added to the output of the "
         "model's embedding",
         "padding and <sep>",
-        "the RMS of the diagnosed inputs' real-token embeddings at each checkpoint (the spec "
-        "says the embedding table without padding; rows of words absent from the inputs "
-        "never enter them)",
-        "spec §8.2 [assumption]",
+        "the RMS of the diagnosed inputs' real-token embeddings at each checkpoint (not the "
+        "whole embedding table: rows of words absent from the inputs never enter it)",
+        "kdscope's choice (docs/knowledge_points.md)",
     ),
 }
 
@@ -440,20 +439,20 @@ _UNITS = {
 def assumptions(
     study: StudyResult, grid: int | None, count_question: bool, options: dict[str, Any]
 ) -> list[dict[str, str]]:
-    """The choices behind this study's knowledge points that the papers leave open (spec §8,
-    §9), one row each: what, the choice used here, and where the choice comes from;
-    ``options`` are the analysis' own (its ``mode``)."""
+    """The choices behind this study's knowledge points that the papers leave open
+    (docs/knowledge_points.md), one row each: what, the choice used here, and where the choice comes
+    from; ``options`` are the analysis' own (its ``mode``)."""
     data = study.student_data.train
     unit, excluded, scale, source = _UNITS[data.modality]
     if data.task == "span":
-        source = "spec §8.3 [assumption]"
+        source = "kdscope's choice (docs/knowledge_points.md)"
     side = f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"
     rows = [
         ("dataset", f"{study.config.dataset.name}", "study file"),
         ("foreground", data.annotation or "the dataset's foreground masks", source),
         ("unit", unit.format(grid=side), source),
-        ("excluded units", excluded, "spec §2.4"),
-        ("scale s", scale, "spec §2.5"),
+        ("excluded units", excluded, "kdscope's choice (docs/knowledge_points.md)"),
+        ("scale s", scale, "kdscope's choice (docs/knowledge_points.md)"),
         (
             "models",
             f"teacher {study.config.teacher.model.label()}, students "
@@ -469,37 +468,41 @@ def assumptions(
                 if count_question
                 else "context tokens; question tokens are perturbed and enter the mean "
                 "entropy but are not counted",
-                "spec §8.3 [assumption], option qa_count_question",
+                "kdscope's choice (docs/knowledge_points.md), option qa_count_question",
             ),
             (
                 "prediction diagnosed",
                 "the answer span: joint logits s_i + e_j over (start, end), so cross-entropy "
-                "and KD are the sums of their start and end terms (twice the spec's mean)",
-                "spec §8.3",
+                "and KD are the sums of their start and end terms",
+                "kdscope's choice (docs/knowledge_points.md)",
             ),
         ]
     rows += [
-        ("estimator mode", _MODES[options["mode"]], "spec §2.6"),
+        (
+            "estimator mode",
+            _MODES[options["mode"]],
+            "kdscope (docs/knowledge_points.md, 'Estimator modes')",
+        ),
         (
             "weights of the distance D",
             "the diagnosed layer's own conv / linear (or recurrent, attention) weights, "
             "concatenated; never biases nor BatchNorm / LayerNorm γ (a conv+BN layer: the conv "
             "kernel); a layer without weights (activation, pooling) takes those of the last "
             "module with weights that runs before it; trajectory.json lists them",
-            "spec §4.2, kdscope rule",
+            "kdscope's choice (docs/knowledge_points.md)",
         ),
         (
             "distance D",
             f"{VERDICT_DISTANCE} Σ_steps ‖ΔW‖ / ‖W₀‖ for the verdicts; the per-epoch "
             "displacement Σ_e ‖W_e − W_(e−1)‖ / ‖W₀‖ is reported beside it (D_epoch), same "
             "peak checkpoint",
-            "spec §4.2 and §9 item 8 (verdicts); §4.1 (displacement)",
+            "kdscope's choice (verdicts); the papers' formula (D_epoch); docs/knowledge_points.md",
         ),
         (
             "feature-mimicking students",
             "diagnosed for verdicts only at the layer they mimic; at other layers their "
             "numbers are shown, not a verdict",
-            "spec §7.2 (one student per layer)",
+            "the papers (one student per layer)",
         ),
     ]
     return [{"what": w, "choice": c, "source": src} for w, c, src in rows]
@@ -560,7 +563,8 @@ def counted_units(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Foreground flags of the inputs at ``idx`` and the units counted as foreground or
     background (None: all). Span (QA) inputs count only context tokens
-    (spec §8.3); with ``count_question`` their question tokens count too, as foreground."""
+    (docs/knowledge_points.md); with ``count_question`` their question tokens count too, as
+    foreground."""
     foreground = data.foreground[idx]
     if data.task != "span":
         return foreground, None

@@ -1,4 +1,4 @@
-"""Report section of the knowledge-point analysis (spec §3-6).
+"""Report section of the knowledge-point analysis (docs/knowledge_points.md).
 
 :func:`render` turns the JSON result of
 :class:`~kdscope.analyses.knowledge_points.KnowledgePointsAnalysis` into an HTML fragment: the
@@ -164,7 +164,7 @@ def _intro(result: dict[str, Any]) -> str:
 
 
 def _assumptions_table(rows: list[dict[str, str]]) -> str:
-    """The choices the papers leave open, as used in this study (spec §8, §9)."""
+    """The choices the papers leave open, as used in this study (docs/knowledge_points.md)."""
     if not rows:
         return ""
     body = "".join(

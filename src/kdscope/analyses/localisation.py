@@ -1,4 +1,4 @@
-"""Localisation transfer (property-transfer spec §3.1): do distilled students look where the
+"""Localisation transfer (Ojha et al. 2023, localisation): do distilled students look where the
 teacher looks?
 
 Grad-CAM for the ground-truth class at each model's last convolutional layer (captum's

@@ -1,5 +1,5 @@
-"""Representation similarity (property-transfer spec §3.8): linear CKA between the teacher's and
-each student's layers.
+"""Representation similarity (Ojha et al. 2023, representation similarity): linear CKA between the
+teacher's and each student's layers.
 
 On ``n_inputs`` seeded test inputs, the full L_T × L_S matrix of linear CKA between the
 teacher's layers (stages, ``conv``, ``fc1``, ``fc2``, logits: the model's named layers in

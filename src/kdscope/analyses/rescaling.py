@@ -1,5 +1,5 @@
 """Instance-specific knowledge: the gradient rescaling factor against the teacher's confidence
-(three-levels spec §7).
+(Tang et al. 2020; docs/three_levels.md).
 
 For a student trained on the soft-target loss L(q) = a H(e_g, p) + b τ² H(q, p^τ), the logit
 gradient of one example is ∇_z L = a (p − e_g) + b τ (p^τ − q) and the plain cross-entropy
@@ -9,7 +9,7 @@ gradient has L1 norm ‖p − e_g‖₁ = 2 (1 − p_g). The rescaling factor
 
 tells how much of its hard-label gradient an example keeps. The paper's claim: w grows with the
 teacher's ground-truth confidence ρ¹_g (easy examples keep more, hard ones are down-weighted),
-most clearly early in training. Protocol (§7.2): every soft-target student's checkpoints nearest
+most clearly early in training. Protocol: every soft-target student's checkpoints nearest
 to 0, 10, 25, 50 and 100 % of training, evaluated on its training data in eval mode without
 augmentation; per checkpoint the Pearson and Spearman correlations of w and w_g with ρ¹_g, a
 decile curve, and the fraction of examples where the closed form w = w_g fails (the student is

@@ -1,4 +1,4 @@
-"""Shape versus texture bias (property-transfer spec §3.9): does a student inherit how much its
+"""Shape versus texture bias (Ojha et al. 2023, shape bias): does a student inherit how much its
 teacher decides by an object's shape rather than its texture?
 
 Cue-conflict inputs come from the dataset's own generator: the study's test split rendered again

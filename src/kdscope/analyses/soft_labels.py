@@ -1,4 +1,4 @@
-"""The teacher's soft-label structure across temperatures (three-levels spec §8.3).
+"""The teacher's soft-label structure across temperatures (docs/three_levels.md).
 
 For τ in ``temperatures``, on the students' training data (the transfer set), with ρ^τ the
 teacher's tempered softmax:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 def soft_label_structure(
     logits: np.ndarray, labels: np.ndarray, tau: float, sup: np.ndarray | None
 ) -> dict[str, Any]:
-    """All §8.3 measures of one teacher at one temperature (matrices included)."""
+    """All soft-label measures of one teacher at one temperature (matrices included)."""
     k = logits.shape[1]
     rho = softmax(logits, tau)
     m = class_mean_matrix(rho, labels, k)

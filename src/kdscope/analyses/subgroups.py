@@ -1,5 +1,5 @@
-"""Inheritance of a harmful bias over sub-groups (property-transfer spec §3.10): when the teacher
-is weak on one group of inputs, does a distilled student gain everywhere except there?
+"""Inheritance of a harmful bias over sub-groups (Ojha et al. 2023, sub-group bias): when the
+teacher is weak on one group of inputs, does a distilled student gain everywhere except there?
 
 The dataset's ``group`` tag splits the test inputs into groups (a nuisance attribute, unrelated
 to the class); the study's ``teacher_subset`` and ``student_subset`` set each role's group

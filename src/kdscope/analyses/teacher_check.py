@@ -1,4 +1,5 @@
-"""Failure diagnosis: the teacher check a user runs before distilling (three-levels spec §11).
+"""Failure diagnosis: the teacher check a user runs before distilling (docs/three_levels.md, 'The
+teacher check').
 
 :func:`check_teacher` takes any teacher ``nn.Module`` and the transfer data and reports, per level
 of knowledge, what the teacher's soft labels still carry, with flags:
@@ -11,7 +12,7 @@ of knowledge, what the teacher's soft labels still carry, with flags:
 * D4 noisy tail (needs trained students): a KD-topk student beats KD beyond its interval.
 
 In a study the analysis checks the study's teacher (held-out model: the CE baseline) and, with
-``zoo: true``, a zoo of variants of it trained on the same data (§12.4): a label-smoothed teacher
+``zoo: true``, a zoo of variants of it trained on the same data: a label-smoothed teacher
 (ε = 0.2), an over-trained one (no weight decay, 4× the epochs) and an early-stopped one (a tenth
 of the epochs). With ``zoo_students`` each zoo teacher also distils a KD student per seed (the
 study's KD settings), so the report shows whether the flags predict the KD gain: its gain over the

@@ -1,17 +1,17 @@
 """The three levels of teacher knowledge, put together: the decomposition of the KD gain and the
 paper's claims, each marked reproduced / not reproduced / inconclusive with its numbers.
 
-Levels (spec §5): label smoothing carries the "universe" (a), KD-pt adds per-example re-weighting
-(c), KD-sim adds class relations (b), KD carries all of them and per-instance relations. With the
-controls of one study the accuracy gains decompose as
+Levels (Tang et al. 2020): label smoothing carries the "universe" (a), KD-pt adds per-example
+re-weighting (c), KD-sim adds class relations (b), KD carries all of them and per-instance
+relations. With the controls of one study the accuracy gains decompose as
 
     (a) LS − CE,   (c) KD-pt − LS,   (b) KD-sim − LS (per KD-sim variant),   KD − CE,   KD − KD-pt
 
 where LS is the matched label-smoothing control (``ls_matched``; ``label_smoothing`` without it)
 and every difference is paired by seed and test input. KD-sim has two variants, the class-mean
 targets (kdscope's default) and the weight-cosine targets (paper-like); the first student of each
-variant is used. Claims (spec §14), with the rule used ("above 0" means the 95 % interval lies
-above 0, "below 0" below it; anything else is inconclusive):
+variant is used. Claims (docs/three_levels.md), with the rule used ("above 0" means the 95 %
+interval lies above 0, "below 0" below it; anything else is inconclusive):
 
 1. rescaling: the verdict reads the *partial* Spearman correlation of w with ρ¹_g given the
    student's own p_g (``rescaling``'s ``partial_spearman``) for the KD student at the first
@@ -75,20 +75,20 @@ if TYPE_CHECKING:
 
 CHOICES = [
     "loss L(q) = (1 − λ) H(e_g, p) + λ τ² H(q, p^τ); targets from the tempered teacher unless "
-    "target_temperature = post (spec §15.1–2)",
-    "rescaling factor: exact L1 ratio, with the ground-truth component ratio w_g beside it (§15.5)",
-    "LS control: ls_matched when present, else label_smoothing (§15.6)",
-    "template similarity: centred cosine, biases ignored (§15.7)",
+    "target_temperature = post",
+    "rescaling factor: exact L1 ratio, with the ground-truth component ratio w_g beside it",
+    "LS control: ls_matched when present, else label_smoothing",
+    "template similarity: centred cosine, biases ignored",
     "difficulty bins: the teacher's confidence on the test split; planted difficulty where the "
-    "data has it (§15.8)",
-    "D1 read at the distillation τ; thresholds are kdscope defaults (§11)",
+    "data has it",
+    "D1 read at the distillation τ; thresholds are kdscope defaults",
     "KD-sim: the first student of each variant (class-mean, weight-cosine); the ordering claim "
-    "is judged per variant (§15.3, §15.9)",
+    "is judged per variant",
     "rescaling claim: partial Spearman(w, ρ¹_g | p_g) of KD, which must exceed the LS control's; "
     "the plain Spearman is reported beside it",
     "failure claim: the zoo teachers' diagnostics and their KD students against the study "
     "teacher's KD student",
-    "statistics: paired by seed and input, 95 % intervals of kdscope.stats.summarise (§15.10)",
+    "statistics: paired by seed and input, 95 % intervals of kdscope.stats.summarise",
 ]
 
 KD_SIM = {"class_mean": "KD-sim (class-mean)", "weight_cosine": "KD-sim (weight-cosine)"}

@@ -1,4 +1,5 @@
-"""``hierarchy``: feature vectors of classes grouped into superclasses (three-levels spec §12).
+"""``hierarchy``: feature vectors of classes grouped into superclasses (docs/models_and_datasets.md,
+'hierarchy').
 
 The class structure is planted, so an analysis can check whether a teacher's soft labels, or a
 student's logit layer, carry the class relations:
@@ -11,7 +12,7 @@ student's logit layer, carry the class relations:
 Classes of one superclass are close (sigma_sub < sigma_super), so their examples are confused
 with each other more than with other superclasses'. The fixed non-linear warp makes a wide
 non-linear teacher better than a small or linear student. With ``difficulty = a_max > 0``
-(spec §12.2) each example is pulled toward a random sibling class c' of its superclass by
+each example is pulled toward a random sibling class c' of its superclass by
 a ~ U(0, a_max); the true difficulty ``a`` is kept as the tag ``"difficulty"`` (0 without it).
 ``label_noise`` replaces that fraction of *training* labels by a uniformly drawn other class.
 

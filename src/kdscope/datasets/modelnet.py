@@ -13,13 +13,14 @@ Two standard layouts are read (``format="auto"`` detects which one ``root`` hold
   ``class0``, ``class1``, ... The object points of a cloud are a uniformly random subset of its
   P points (without replacement).
 
-Every cloud then follows the ``points`` dataset (spec §8.1: object datasets have no background):
-its ``m = P − round(clutter · P)`` object points are normalised, x ← (x − x̄) / max_i ‖x_i − x̄‖,
-``round(clutter · P)`` clutter points of the same model are added (uniform in the enlarged
-bounding box [−1.2, 1.2]³, half of them in ``blobs`` distractor blobs), object points are marked
-foreground and clutter background, and the points of every cloud are put in a random order
-(:func:`kdscope.datasets.points.normalise` and :func:`kdscope.datasets.points.add_clutter`).
-The examples of a split are in a random order too (studies take the first ``transfer_size``).
+Every cloud then follows the ``points`` dataset (kdscope's choice, docs/knowledge_points.md: object
+datasets have no background): its ``m = P − round(clutter · P)`` object points are normalised, x ←
+(x − x̄) / max_i ‖x_i − x̄‖, ``round(clutter · P)`` clutter points of the same model are added
+(uniform in the enlarged bounding box [−1.2, 1.2]³, half of them in ``blobs`` distractor blobs),
+object points are marked foreground and clutter background, and the points of every cloud are put in
+a random order (:func:`kdscope.datasets.points.normalise` and
+:func:`kdscope.datasets.points.add_clutter`). The examples of a split are in a random order too
+(studies take the first ``transfer_size``).
 
 Sampling is deterministic from ``seed``: train and test draw from separate
 ``numpy.random.Generator(PCG64)`` streams spawned from ``SeedSequence(seed)``. ``h5py`` is

@@ -1,7 +1,7 @@
 """``points``: generated 3D point clouds of shape classes with labelled background clutter.
 
 Each cloud holds P points: ``P - round(clutter · P)`` object points, sampled uniformly (by area)
-on the surface of the class's shape, and ``round(clutter · P)`` clutter points (spec §8.1:
+on the surface of the class's shape, and ``round(clutter · P)`` clutter points (kdscope's choice:
 object datasets have no background, so clutter is added to every split and marked background).
 
 Object points, per cloud:
@@ -268,7 +268,7 @@ def cloud_dataset(
         class_names=class_names,
         annotation=(
             "object points (sampled on the shape's surface) are foreground, the added clutter "
-            "points background (spec §8.1 assumption: object datasets have no background)"
+            "points background (kdscope's choice: object datasets have no background)"
         ),
     )
 

@@ -1,13 +1,13 @@
 """``qa`` (a generated extractive QA task) and ``squad`` (SQuAD JSON files): span prediction.
 
-Both are span datasets (``task="span"``, spec §8.3) holding one row of
+Both are span datasets (``task="span"``) holding one row of
 L = question_length + 1 + context_length token ids per example: the question's tokens (at most
 ``question_length``), ``<sep>``, the context's tokens (at most ``context_length``), packed, then
 padded with ``<pad>`` to L. The context therefore starts right after ``<sep>``, at the tag
 ``"context_start"`` (it moves with the question's length). The label is the span class
 ``start · L + end`` (:func:`~kdscope.datasets.text.span_class`) of the answer's first and last
 token, as absolute positions in the row (``num_classes = L²``).
-Foreground flags (spec §8.3) lie on context tokens only: the answer span and the evidence tokens;
+Foreground flags lie on context tokens only: the answer span and the evidence tokens;
 question tokens, ``<sep>`` and padding are never foreground. The vocabulary is built from the
 training rows alone (:meth:`~kdscope.datasets.text.Vocabulary.build`), so a test word outside it
 is ``<unk>``. Tags: ``context_start``, ``answer_length`` (tokens), and for ``qa`` also

@@ -1,9 +1,9 @@
 """``sentiment`` (a generated corpus) and ``sst2`` (SST-2 files): binary sentiment classification.
 
 Both give text datasets (:mod:`kdscope.datasets.text`): token ids (N, L) int64 padded with
-``PAD_ID``, labels 0 (negative) or 1 (positive), and a foreground flag per token (spec §8.2:
-foreground = the tokens that carry the label; never set on padding). The vocabulary is built
-from the training split only; test words outside it encode to ``<unk>``.
+``PAD_ID``, labels 0 (negative) or 1 (positive), and a foreground flag per token
+(docs/knowledge_points.md: foreground = the tokens that carry the label; never set on padding). The
+vocabulary is built from the training split only; test words outside it encode to ``<unk>``.
 
 **Generated corpus** (``sentiment``). Each sentence is made of k *clauses*, each holding one
 sentiment *cue*, joined by connectives and ended by ".", with neutral filler phrases::

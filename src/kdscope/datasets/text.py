@@ -4,7 +4,7 @@ Text datasets (``sentiment``, ``sst2``, ``qa``, ``squad``) hold token ids (N, L)
 with ``PAD_ID`` and a foreground flag per token (N, L). Ids 0, 1, 2 are the special tokens
 ``<pad>``, ``<unk>`` (a word outside the vocabulary: a real word, so a unit) and ``<sep>``
 (between a question and its context); ``EXCLUDED_IDS`` are the tokens that are not units of a
-knowledge-point analysis (spec §2.4: padding and special tokens).
+knowledge-point analysis (padding and special tokens).
 
 The tokeniser lower-cases and splits into runs of letters/digits (with an attached
 apostrophe suffix: ``isn't``; a detached clitic of pre-tokenised text such as SST's
@@ -15,8 +15,8 @@ Extractive QA as classification: an input of L positions has L² span classes, t
 token i to token j (inclusive) being class ``i·L + j`` (:func:`span_class`). A span model's
 joint logits are z_{iL+j} = s_i + e_j (start and end logits), so softmax(z) is the product of
 the start and end distributions: cross-entropy on the span class is the sum of the start and end
-cross-entropies, and KL between two such models the sum of the start and end KL terms (spec
-§8.3: twice their mean). Exact match is span-class accuracy.
+cross-entropies, and KL between two such models the sum of the start and end KL terms (twice
+their mean). Exact match is span-class accuracy.
 """
 
 from __future__ import annotations

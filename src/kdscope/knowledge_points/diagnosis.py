@@ -1,7 +1,7 @@
 """Knowledge points of one network over its checkpoint trajectory, and two networks compared.
 
 :func:`entropy_trajectory` estimates the entropy maps of candidate inputs at every checkpoint
-(in chunks, stopping once ``target`` inputs are effective, spec §3.3); :func:`network_metrics`
+(in chunks, stopping once ``target`` inputs are effective); :func:`network_metrics`
 turns maps into the papers' metrics on a set of inputs; :func:`compare` pairs a student with its
 baseline on the intersection of their effective inputs. None of this needs a study: any
 ``nn.Module`` checkpoints, layer path, inputs and foreground masks will do.
@@ -31,7 +31,8 @@ from kdscope.knowledge_points.estimator import (
 )
 from kdscope.knowledge_points.units import UnitMap, image_grid, point_units, token_units
 
-# Metric name -> direction expected for a distilled student against its baseline (spec §6).
+# Metric name -> direction expected for a distilled student against its baseline (Zhang et al.
+# 2022).
 EXPECTED: dict[str, str] = {
     "n_fg": "higher",
     "n_bg": "lower",
@@ -55,8 +56,8 @@ class EntropyTrajectory:
     """Entropy maps of I analysed candidates at K checkpoints (n units each).
 
     ``candidates`` are the inputs' indices in the caller's candidate list; ``effective`` the
-    §3.3 filter (σ_f > 0 at every checkpoint, and background mean entropy ≥ foreground mean
-    entropy at every checkpoint in the later part of training). ``distance`` and
+    effective-input filter (σ_f > 0 at every checkpoint, and background mean entropy ≥ foreground
+    mean entropy at every checkpoint in the later part of training). ``distance`` and
     ``displacement`` are the diagnosed layer's cumulative normalised per-step path length and
     per-epoch displacement at each checkpoint (:mod:`kdscope.trajectory`); they are not part
     of :meth:`arrays` (the cached maps), so a cache never holds stale distances.
@@ -145,14 +146,14 @@ def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> Un
     return image_grid(shape, grid or shape[-1] // 2)
 
 
-#: the modalities whose inputs have a unit map (spec §2.4)
+#: the modalities whose inputs have a unit map
 UNIT_MODALITIES = ("image", "points", "text")
 
 
 def input_units(
     modality: str, model: nn.Module, inputs: Tensor, grid: int | None = None
 ) -> UnitMap:
-    """The unit map of a modality's perturbed tensor (spec §2.4): image grid cells
+    """The unit map of a modality's perturbed tensor: image grid cells
     (:func:`image_units`), one unit per point of (N, P, 3) clouds (σ shared over x, y, z) or
     one unit per token of (N, L) ids (σ shared over the embedding dimensions of the model's
     ``embed`` output; padding and ``<sep>`` excluded)."""
@@ -193,7 +194,7 @@ def entropy_trajectory(
     input whose foreground or background is empty is never effective. ``progress`` is called
     with the number of (input, checkpoint) problems done. ``counted`` (I, n) bool restricts
     the units that are counted as foreground or background (a QA question's tokens are
-    perturbed and enter the mean entropy, but only context tokens are counted, spec §8.3);
+    perturbed and enter the mean entropy, but only context tokens are counted);
     default: every unit. The scale s of each checkpoint is resolved once over all ``inputs``,
     so the maps do not depend on ``chunk``.
     """
@@ -277,7 +278,7 @@ def _effective(
 def estimator_info(
     model: nn.Module, units: UnitMap, settings: EstimatorSettings, inputs: Tensor
 ) -> dict[str, Any]:
-    """The constants actually used (spec §2.5: the report states s, n, λ, η and the target);
+    """The constants actually used (the report states s, n, λ, η and the target);
     where inputs differ in n (texts), n is their mean (and range) and η the one at that n."""
     scale = resolve_scale(model, inputs, settings)
     counts = units.valid.sum(1)

@@ -1,7 +1,8 @@
 """Information discarding per input unit: one σ per unit, learned so that the layer cannot tell
 x + σ⊙ε from x (Cheng et al. 2020; Ma et al. 2019), with the authors' reference recipe.
 
-Objective (spec §2.1–2.2), for a layer output f, φ = ReLU (or identity) and units u = 1..n::
+Objective (Cheng et al. 2020; Zhang et al. 2022), for a layer output f, φ = ReLU (or identity) and
+units u = 1..n::
 
     Loss(σ) = E_ε‖φ(f(x + σ⊙ε)) − φ(f(x))‖²_mean / σ_f − λ · mean_u H_u,
     H_u = log σ_u + ½ log(2πe),
@@ -9,7 +10,7 @@ Objective (spec §2.1–2.2), for a layer output f, φ = ReLU (or identity) and 
 where ‖·‖²_mean is the mean over feature elements (and samples), σ⊙ε scales every element by
 the σ of its unit, and σ_f is the same distortion under uniform σ = σ₀. Noise lives in the
 model's *perturbation space*: the output of its normaliser (module ``normalize``, or the module
-named by a model attribute ``perturb_at``), otherwise the raw input with a scale s (§2.5).
+named by a model attribute ``perturb_at``), otherwise the raw input with a scale s.
 
 The calibrated snapshot (the estimand of ``reference`` and ``fast``): plain SGD on σ from
 σ₀ = 0.01·s, learning rate η = 1e-4·s²·n/256, σ clamped to [0.001·s, s] before every step,
@@ -57,7 +58,7 @@ LayerFn = Callable[[Tensor, Tensor | None], Tensor]
 
 @dataclass(frozen=True)
 class EstimatorSettings:
-    """Constants of the estimator; the defaults are the reference recipe's (spec §2.2, §2.5).
+    """Constants of the estimator; the defaults are the reference recipe's (Zhang et al. 2022).
 
     ``lam`` None means 7, or 6 for residual networks (a model with a ``BasicBlock``).
     ``scale`` None means 1 when noise is added after the model's normaliser, else the
@@ -257,7 +258,7 @@ def entropy_of(sigma: Tensor) -> Tensor:
 
 
 def resolve_scale(model: nn.Module, inputs: Tensor, settings: EstimatorSettings) -> float:
-    """The scale s of §2.5: ``settings.scale`` if given; else the model's own
+    """The scale s: ``settings.scale`` if given; else the model's own
     ``perturbation_scale(inputs)`` if it declares one (text models: the RMS of the real tokens'
     embeddings); else 1 when noise is added after the model's normaliser, otherwise the
     per-element standard deviation of ``inputs``."""

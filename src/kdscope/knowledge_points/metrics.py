@@ -7,7 +7,7 @@ whether unit i of input x is foreground; an optional ``valid[x, i]`` mask remove
 (padding, masked tokens): an invalid unit is neither foreground nor background, never a knowledge
 point and never counted.
 
-Quantities (spec ``knowledge_points.md`` §3-§5):
+Quantities (docs/knowledge_points.md, 'Formulas'):
 
 * **Background level** H̄(k) = mean_x mean_{i ∈ bg(x)} H_i(x, k): one constant per network,
   checkpoint and layer (reference), or H̄(x, k) = mean_{i ∈ bg(x)} H_i(x, k) per input (option).

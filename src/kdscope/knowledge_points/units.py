@@ -139,7 +139,7 @@ def per_row(shape: Sequence[int], excluded: Tensor | None = None, problems: int 
 
 
 def point_units(n_points: int, problems: int = 1, padding: Tensor | None = None) -> UnitMap:
-    """One unit per point of (n_points, 3) point clouds, shared over its x, y, z (spec §2.4);
+    """One unit per point of (n_points, 3) point clouds, shared over its x, y, z;
     ``padding`` (P, n_points) bool marks excluded points (True = padding, at any position)."""
     if n_points < 1:
         raise KdscopeError(f"a point cloud needs at least one point, got {n_points}")
@@ -148,7 +148,7 @@ def point_units(n_points: int, problems: int = 1, padding: Tensor | None = None)
 
 def token_units(ids: Tensor, embed_dim: int, excluded_ids: Sequence[int]) -> UnitMap:
     """One unit per token of (P, L) token ids, shared over its ``embed_dim`` embedding
-    dimensions (spec §2.4); tokens whose id is in ``excluded_ids`` (padding, special tokens)
+    dimensions; tokens whose id is in ``excluded_ids`` (padding, special tokens)
     are not units."""
     if ids.dim() != 2:
         raise KdscopeError(f"token ids must be (problems, length), got {tuple(ids.shape)}")

@@ -1,4 +1,4 @@
-"""Contrastive representation distillation (property-transfer spec §2.3, RepDistiller form).
+"""Contrastive representation distillation (Tian et al. 2020, RepDistiller form).
 
 Embeddings of the flattened ``penultimate`` features: e_s = normalise(W_s f_s + b_s),
 e_t = normalise(W_t f_t + b_t), dimension d (both heads trained with the student; the teacher's

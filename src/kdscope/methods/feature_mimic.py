@@ -1,4 +1,5 @@
-"""Feature mimicking, the knowledge-point papers' distillation (knowledge-points spec §7.2-7.3).
+"""Feature mimicking, the knowledge-point papers' distillation (Cheng et al. 2020; Zhang et al.
+2022).
 
 Student and teacher share one architecture; L is the diagnosed layer (default the ``last_conv``
 role, the pre-ReLU output of the last conv + BN). Two phases:

@@ -1,4 +1,4 @@
-"""FitNets hints with a learned regressor (property-transfer spec §2.2, RepDistiller form).
+"""FitNets hints with a learned regressor (Romero et al. 2015, RepDistiller form).
 
 With student feature f_s and teacher feature f_t at the hint layers (the ``middle`` role by
 default, taken as the models return them, i.e. post-activation), a trainable regressor r maps the

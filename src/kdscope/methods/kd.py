@@ -3,7 +3,7 @@
 Notation: student logits z, teacher logits v, temperature tau, p^tau = softmax(z/tau),
 rho^tau = softmax(v/tau), H(a, b) = -sum_i a_i log b_i, B the batch size.
 
-Hinton KD (property-transfer spec §2.1, RepDistiller form):
+Hinton KD (Hinton et al. 2015, RepDistiller form):
 
     L = gamma * (1/B) sum_b H(e_{y_b}, p_b) + alpha * tau^2 * (1/B) sum_b KL(rho^tau_b || p^tau_b)
 
@@ -20,7 +20,7 @@ They differ by the constant tau^2 * mean_b H(q_b), so both have the gradient
 (the tau^2 meets a 1/tau from the chain rule). The three-levels loss
 L(q) = (1 - lambda) H(e_g, p) + lambda tau^2 H(q, p^tau) is ``KD(gamma=1-lambda, alpha=lambda)``
 plus lambda tau^2 H(q); its logit gradient is (1 - lambda)(p - e_g) + lambda tau (p^tau - q).
-The KD variants of the three-levels spec (KD-pt, KD-sim, KD-topk) only change q and reuse these.
+The KD variants of docs/three_levels.md (KD-pt, KD-sim, KD-topk) only change q and reuse these.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""KD-pt: distillation towards the teacher's ground-truth probability only (three-levels §3.2).
+"""KD-pt: distillation towards the teacher's ground-truth probability only (Tang et al. 2020).
 
 With rho = rho^tau = softmax(v/tau) (or rho^1, tempered afterwards, for
 ``target_temperature="post"``), K classes and label g:

@@ -1,4 +1,4 @@
-"""KD-sim: distillation towards class-level similarity targets (three-levels §3.2).
+"""KD-sim: distillation towards class-level similarity targets (Tang et al. 2020).
 
 Every example of class g gets the same target q = T[g], a row of a (K, K) table fixed in
 ``bind`` (buffer ``targets``), and L = (1 - lam) H(e_g, p) + lam tau^2 H(q, p^tau).

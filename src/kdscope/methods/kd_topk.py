@@ -1,4 +1,4 @@
-"""KD-topk: distillation towards the teacher's k largest probabilities (three-levels §3.2).
+"""KD-topk: distillation towards the teacher's k largest probabilities (Tang et al. 2020).
 
 With rho = rho^tau = softmax(v/tau) (or rho^1, tempered afterwards, for
 ``target_temperature="post"``), k = ceil(kappa K) clipped to [1, K], and T the k classes of

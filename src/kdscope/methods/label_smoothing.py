@@ -6,9 +6,10 @@ With K classes, label y, student logits z and p = softmax(z):
     L    = (1/B) sum_b H(q^LS_b, p_b) = -(1/B) sum_b sum_i q^LS_{b,i} log p_{b,i}
     dL/dz_{b,i} = (p_{b,i} - q^LS_{b,i}) / B
 
-It is the "universe" level of teacher knowledge in the three-levels spec (§3.2): the soft-target
-loss L(q) with lambda = 1, tau = 1 and q = q^LS. No teacher is used; for the ``SoftTargets``
-interface (tau = 1, ce_weight = 0, soft_weight = 1, q = q^LS) the teacher logits only give K.
+It is the "universe" level of teacher knowledge in Tang et al. 2020 (docs/three_levels.md): the
+soft-target loss L(q) with lambda = 1, tau = 1 and q = q^LS. No teacher is used; for the
+``SoftTargets`` interface (tau = 1, ce_weight = 0, soft_weight = 1, q = q^LS) the teacher logits
+only give K.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""LS-matched: label smoothing whose ground-truth mass equals the teacher's on average (§3.2).
+"""LS-matched: label smoothing whose ground-truth mass equals the teacher's on average
+(docs/methods.md).
 
 With rho = rho^tau = softmax(v/tau) of the teacher in eval mode on the un-augmented training
 inputs x_1..x_N (labels g_1..g_N), the scalar

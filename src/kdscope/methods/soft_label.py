@@ -1,4 +1,4 @@
-"""The soft-label, no-teacher control of the property-transfer paper (spec §3.11).
+"""The soft-label, no-teacher control of the property-transfer paper (Ojha et al. 2023).
 
 The KL student's loss with the teacher's tempered probabilities replaced by generic soft labels:
 

@@ -1,4 +1,5 @@
-"""The generic soft-target loss of the three-levels spec (§3.1) and its closed-form gradient.
+"""The generic soft-target loss of docs/methods.md, 'Controlled targets', and its closed-form
+gradient.
 
 Notation: K classes, label g, one-hot e_g, student logits z, p = softmax(z), p^tau = softmax(z/tau),
 teacher logits v, rho^tau = softmax(v/tau), H(a, b) = -sum_i a_i log b_i, B the batch size.
@@ -7,7 +8,7 @@ Every controlled-target method distils towards a target q (rows sum to 1, a cons
 
     L(q) = (1 - lam) H(e_g, p) + lam tau^2 H(q, p^tau)                  (batch mean)
 
-with the per-example logit gradient (spec §4; the tau^2 meets a 1/tau from the chain rule)
+with the per-example logit gradient (the tau^2 meets a 1/tau from the chain rule)
 
     dL/dz_i = (1 - lam)(p_i - 1[i = g]) + lam tau (p^tau_i - q_i).
 
@@ -116,7 +117,7 @@ class SoftTargetMethod(Method, abc.ABC):
     """L(q) = (1 - lam) H(e_g, p) + lam tau^2 H(q, p^tau), q built by :meth:`build`.
 
     Terms ``"ce"`` = (1 - lam) CE and ``"soft"`` = lam tau^2 mean_b H(q_b, p^tau_b) (the
-    cross-entropy form, so their sum is the spec's L). Parameters: ``tau`` > 0 (default 4),
+    cross-entropy form, so their sum is L). Parameters: ``tau`` > 0 (default 4),
     ``lam`` in [0, 1] (default 0.7), ``target_temperature`` "pre" (q from rho^tau) or "post"
     (q from rho^1, then tempered).
     """

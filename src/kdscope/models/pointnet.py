@@ -1,4 +1,5 @@
-"""PointNet-style classifiers of (B, P, 3) point clouds (spec §8.1), named like the CNNs.
+"""PointNet-style classifiers of (B, P, 3) point clouds (docs/models_and_datasets.md), named like
+the CNNs.
 
 For a cloud x = (x_1, ..., x_P), x_i ∈ R³, every per-point stage is a shared 1×1 convolution
 (the same affine map on each point) with BatchNorm and ReLU, h_i = relu(BN(W h_i^prev)), and
@@ -8,10 +9,10 @@ the layer ``conv`` is the last shared convolution + BN followed by a max over po
     fc3(relu(fc2(relu(fc1(relu(conv(x)))))))  = logits.
 
 Because ReLU is monotone, relu(max_i z_ic) = max_i relu(z_ic): ``conv_act`` is exactly
-PointNet's global feature (ReLU, then max-pool), and ``conv`` is the spec's "conv analogue".
+PointNet's global feature (ReLU, then max-pool), and ``conv`` is the "conv analogue" of a CNN layer.
 The output is invariant to the order of the points, and a point that wins no channel of the
 max has no influence on ``conv`` at all. There is no input normaliser: noise of a
-knowledge-point analysis goes on the raw coordinates, with the coordinate scale of spec §2.5.
+knowledge-point analysis goes on the raw coordinates, with the coordinate scale.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Text classifiers and a span-prediction model over token ids (spec §8.2, §8.3).
+"""Text classifiers and a span-prediction model over token ids (docs/models_and_datasets.md).
 
 Every model reads (B, L) token ids (``PAD_ID`` = padding) and looks them up in its module
 ``embed`` (``perturb_at = "embed"``): a knowledge-point analysis adds its noise to the embedding
 output, one σ per token shared over the embedding dimensions. Padding never influences a real
 token: convolutions see zeros at padded positions, attention masks padded keys, pooling skips
 them, and every hidden state is zeroed at padded positions (so padded positions add nothing to a
-diagnosed feature either). The perturbation scale s of spec §2.5 is the RMS of the embedding
+diagnosed feature either). The perturbation scale s is the RMS of the embedding
 vectors of the inputs' real tokens (padding and ``<sep>`` excluded): :meth:`TokenModel.perturbation_scale`.
 
 Classifiers name their layers like the image and point models: ``conv`` (text CNN: the last
@@ -29,7 +29,7 @@ from kdscope.models.registry import register_model
 
 
 def real_tokens(ids: Tensor) -> Tensor:
-    """(B, L) bool: True at tokens that are units (not padding or special, spec §2.4)."""
+    """(B, L) bool: True at tokens that are units (not padding or special)."""
     return ~torch.isin(ids, torch.tensor(EXCLUDED_IDS, dtype=ids.dtype))
 
 
@@ -262,7 +262,7 @@ def _span_roles(model: nn.Module, blocks: list[str]) -> None:
 class SpanTransformer(Encoder):
     """Extractive QA: a Transformer encoder over ``[question] <sep> [context]`` (segment
     embeddings tell the two apart) and a linear start/end head ``span``; ``num_classes`` = L²
-    span classes for inputs of L tokens (spec §8.3)."""
+    span classes for inputs of L tokens."""
 
     def __init__(self, num_classes: int, vocab_size: int, dim: int, depth: int, heads: int) -> None:
         super().__init__(vocab_size, dim, depth, heads, _span_length(num_classes), segments=True)

@@ -5,7 +5,7 @@ whose last layer is an explicit linear layer on a named penultimate representati
     z = head(h) = W h + b
 
 so the class templates w_k (rows of ``head.weight``) and the representation h are what the
-logit-geometry analysis of the three-levels spec (§8) reads.
+logit-geometry analysis (docs/three_levels.md) reads.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Adversarial-vulnerability transfer (property-transfer spec §3.2, §6 items 2–3).
+"""Adversarial-vulnerability transfer (Ojha et al. 2023, adversarial vulnerability).
 
 White-box iterative FGSM under L∞ on inputs in [0, 1], crafted on a *source* network (the teacher,
 or a foreign network F for the control):
@@ -273,7 +273,7 @@ def transfer_rates(
     adv_pred_source: Tensor | np.ndarray,
     labels: Tensor | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Transfer of a source's adversarial inputs to a student (spec §3.2).
+    """Transfer of a source's adversarial inputs to a student (Ojha et al. 2023).
 
     All arguments are per input over the attacked set (length n): ``source_fooled`` (bool, the
     source's adversarial prediction ≠ its clean prediction), the student's clean and adversarial
@@ -285,11 +285,11 @@ def transfer_rates(
         clean_correct_i = 1[ŝ_clean,i = y_i],  adv_correct_i = 1[ŝ_adv,i = y_i]   (labels given)
         accuracy_drop = mean_K clean_correct − mean_K adv_correct
 
-    (same_class counts every kept input, fooled or not, as the spec defines the rate over the kept
-    set.) Returns per-input 0/1 float64 arrays over K (``fooled``, ``same_class`` and, with labels,
-    ``clean_correct``, ``adv_correct``) for bootstrapping, their means, ``kept`` (indices of K into
-    the attacked set, to pair students attacked by the same source), ``n_kept`` and ``source_rate``
-    (mean of ``source_fooled`` over all n). Rates over an empty K are nan.
+    (same_class counts every kept input, fooled or not, as Ojha et al. 2023 define the rate over the
+    kept set.) Returns per-input 0/1 float64 arrays over K (``fooled``, ``same_class`` and, with
+    labels, ``clean_correct``, ``adv_correct``) for bootstrapping, their means, ``kept`` (indices of
+    K into the attacked set, to pair students attacked by the same source), ``n_kept`` and
+    ``source_rate`` (mean of ``source_fooled`` over all n). Rates over an empty K are nan.
     """
     keep = _np1d(source_fooled, "source_fooled").astype(bool)
     s_clean = _np1d(clean_pred_student, "clean_pred_student")

@@ -1,4 +1,4 @@
-"""Decision-boundary similarity on planes through input triplets (dbViz; property transfer §3.7).
+"""Decision-boundary similarity on planes through input triplets (dbViz; Ojha et al. 2023).
 
 For three inputs x1, x2, x3 (flattened to vectors in R^D) the plane through them has the
 orthonormal directions

@@ -1,4 +1,4 @@
-"""Linear centred kernel alignment (Kornblith et al. 2019; property-transfer spec §3.8), biased
+"""Linear centred kernel alignment (Kornblith et al. 2019; Ojha et al. 2023), biased
 and debiased.
 
 For activations X (n × p1) and Y (n × p2) of the same n inputs, with columns centred, the

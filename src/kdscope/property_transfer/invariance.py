@@ -1,4 +1,4 @@
-"""Invariance tests (property-transfer spec §3.3–3.5): agreement of a model's predictions on the
+"""Invariance tests (Ojha et al. 2023, invariances): agreement of a model's predictions on the
 two members of transformed input pairs.
 
     agree(f) = 100 · (1/n) Σ_x 1[argmax f(x1) = argmax f(x2)]
@@ -28,7 +28,7 @@ from kdscope.seeding import derive_seed
 
 Strength = float | str
 
-# The sweep of each transform (spec §3.3–3.5, shift scaled to the image side) and the strength
+# The sweep of each transform (Ojha et al. 2023, shift scaled to the image side) and the strength
 # of its headline comparison (colour: the teacher's training jitter; crop: the smallest area,
 # where the paper's gaps are largest; shift: the largest offset window).
 STRENGTHS: dict[str, tuple[Strength, ...]] = {
@@ -59,7 +59,7 @@ def transformed_pair(
 
 
 def shift_pixels(d: int, side: int) -> int:
-    """The spec's offset window ``d`` (pixels at side 28) at image side ``side``: the same
+    """Ojha et al.'s offset window ``d`` (pixels at side 28) at image side ``side``: the same
     fraction of the image, round(d · side / 28), at least 1 and at most what the 32/28 resize
     leaves (round(side · 32/28) − side)."""
     return max(1, min(round(d * side / 28), round(side * 32 / 28) - side))

@@ -1,4 +1,4 @@
-"""Localisation: Grad-CAM maps and the win rate of property-transfer spec §3.1.
+"""Localisation: Grad-CAM maps and the win rate of Ojha et al. 2023, localisation.
 
 Grad-CAM for class c at a layer with activations A^k (captum's ``LayerGradCam``):
 

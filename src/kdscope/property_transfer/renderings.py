@@ -1,6 +1,6 @@
-"""Out-of-distribution renderings of a test image for the consensus test (property-transfer spec
-§3.6 b): the model sees the same object drawn differently, and only T–S against T–Ind agreement
-matters.
+"""Out-of-distribution renderings of a test image for the consensus test (Ojha et al. 2023,
+unseen domains): the model sees the same object drawn differently, and only T–S against T–Ind
+agreement matters.
 
 * ``edge``: Sobel gradient magnitude of the grey image (0.299 R + 0.587 G + 0.114 B), divided by
   its per-image maximum (an all-flat image stays 0), in all three channels;

@@ -1,4 +1,4 @@
-"""Three levels of teacher knowledge (Tang et al. 2020; spec ``three_levels.md``): a pure-numpy core.
+"""Three levels of teacher knowledge (Tang et al. 2020; docs/three_levels.md): a pure-numpy core.
 
 Universe (label smoothing), domain (class relations in soft labels and logit geometry) and
 instance-specific (gradient rescaling by the teacher's confidence) analyses, plus the teacher check::

@@ -1,4 +1,4 @@
-"""Calibration and entropy of predictive distributions (spec ``three_levels.md`` §10, pure numpy).
+"""Calibration and entropy of predictive distributions (docs/three_levels.md, pure numpy).
 
 Probabilities p (n, K) with rows summing to 1, labels g (n,). Top-1 confidence c = max_i p_i,
 correctness 1[argmax p = g].

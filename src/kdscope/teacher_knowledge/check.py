@@ -1,5 +1,5 @@
-"""The teacher check (spec ``three_levels.md`` §11): what a teacher still carries, per level, from its
-logits alone, and flags D1-D3 naming a missing level and remedies to test.
+"""The teacher check (docs/three_levels.md, 'The teacher check'): what a teacher still carries, per
+level, from its logits alone, and flags D1-D3 naming a missing level and remedies to test.
 
 Teacher logits v on the transfer (training) set, ρ^τ = softmax(v/τ), ρ¹ = softmax(v).
 
@@ -247,7 +247,7 @@ def teacher_check(
     heldout_correct: np.ndarray | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
-    """Run the teacher check of spec §11 on teacher logits (eval mode, transfer set).
+    """Run the teacher check on teacher logits (eval mode, transfer set).
 
     Keys without a suffix are at the distillation τ, '_tau1' at τ = 1:
     universe: non_gt_mass, non_gt_mass_tau1; domain: tail_entropy, tail_top5_mass and, with a

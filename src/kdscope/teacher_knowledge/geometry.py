@@ -1,4 +1,5 @@
-"""Level (b), domain knowledge: logit-layer geometry metrics (spec ``three_levels.md`` §8.1-§8.2).
+"""Level (b), domain knowledge: logit-layer geometry metrics (Tang et al. 2020;
+docs/three_levels.md).
 
 Last linear layer z_k = h·w_k + b_k with templates W (K, d) and biases b (K,); superclass map
 sup(k) as an integer array of length K.
@@ -8,7 +9,7 @@ sup(k) as an integer array of length K.
 * **Hierarchy score** = mean_{i≠j, sup(i)=sup(j)} S_ij − mean_{sup(i)≠sup(j)} S_ij.
 * **Mantel test**: Pearson correlation of the upper triangles of two K × K matrices, p-value from
   simultaneous row/column permutations of the second.
-* **Distance-order agreement** (§8.1): per example, Kendall τ_b between ‖h − w_i‖ and −ρ_i over the
+* **Distance-order agreement**: per example, Kendall τ_b between ‖h − w_i‖ and −ρ_i over the
   wrong classes i ≠ g. With b = 0 and ‖w_k‖ = c, ‖h − w_k‖² = ‖h‖² + c² − 2 z_k, so a student whose
   p equals ρ orders the wrong-class distances exactly as −ρ (τ_b = 1).
 """
@@ -200,11 +201,12 @@ def distance_order_agreement(
     rho: np.ndarray,
     labels: np.ndarray,
 ) -> dict[str, float | int]:
-    """Agreement of the student's template distances with the teacher's wrong-class order (§8.2.5).
+    """Agreement of the student's template distances with the teacher's wrong-class order.
 
     Per example x: τ_b(x) = Kendall τ_b between (‖h(x) − w_i‖)_{i≠g} and (−ρ_i(x))_{i≠g}. The
     distance order is computed from ‖w_i‖² − 2 h·w_i, which orders i exactly like ‖h − w_i‖² (the
-    ‖h‖² term is common to the row). Also reported, since §8.1 assumes equal norms and zero bias:
+    ‖h‖² term is common to the row). Also reported, since Tang et al.'s argument assumes equal norms
+    and zero bias:
 
         norm_cv  = std_k ‖w_k‖ / mean_k ‖w_k‖        (population std)
         bias_std = std_k b_k                          (0 when b is None)

@@ -1,12 +1,13 @@
-"""Level (c), instance-specific knowledge: the gradient rescaling factor (spec ``three_levels.md`` §7).
+"""Level (c), instance-specific knowledge: the gradient rescaling factor (Tang et al. 2020;
+docs/three_levels.md).
 
 Student logits z (n, K), p = softmax(z), p^τ = softmax(z/τ); target q (n, K) built from the tempered
-teacher (q = ρ^τ for KD); ground truth g. The soft-target loss of §3.1 with weights
-a = ce_weight (the spec's 1 − λ) and s = soft_weight (the spec's λ),
+teacher (q = ρ^τ for KD); ground truth g. The soft-target loss (docs/methods.md) with weights
+a = ce_weight (1 − λ) and s = soft_weight (λ),
 
     L = a · H(e_g, p) + s · τ² · H(q, p^τ),
 
-has the logit gradient (§4)
+has the logit gradient
 
     ∇_z L = a (p − e_g) + s τ (p^τ − q),
 
@@ -90,7 +91,7 @@ class Rescaling:
     """Per-example rescaling quantities, all of shape (n,) except ``grad`` (n, K).
 
     p_g: student probability of the ground truth at τ = 1; grad: ∇_z L; w: exact L1 ratio;
-    w_g: ground-truth component ratio; condition: p_i ≥ soft_weight · q_i for all i ≠ g (the spec's
+    w_g: ground-truth component ratio; condition: p_i ≥ soft_weight · q_i for all i ≠ g (the
     closed-form condition); tail_nonnegative: ∂L/∂z_i ≥ 0 for all i ≠ g, the exact condition for
     w = w_g at any τ (equal to ``condition`` at τ = 1 when ce_weight + soft_weight = 1).
     """
@@ -111,7 +112,7 @@ def rescaling_factors(
     ce_weight: float,
     soft_weight: float,
 ) -> Rescaling:
-    """Exact gradient rescaling factors of the soft-target loss (spec §7.1).
+    """Exact gradient rescaling factors of the soft-target loss.
 
     z (n, K) student logits, q (n, K) target (rows sum to 1), labels (n,).
 
@@ -120,7 +121,7 @@ def rescaling_factors(
         w_g   = [∂L/∂z_g] / (p_g − 1)
         condition(x) = [p_i ≥ soft_weight · q_i for all i ≠ g]
 
-    The condition is the spec's "student not sharper than the scaled teacher" with soft_weight · q_i
+    The condition is "student not sharper than the scaled teacher" with soft_weight · q_i
     in place of λ ρ_i; at τ = 1 with ce_weight = 1 − soft_weight it guarantees w = w_g =
     1 − λ (1 − ρ_g)/(1 − p_g). At other τ it is descriptive only; use ``tail_nonnegative``.
     Where p_g = 1 (the hard-label gradient vanishes) w and w_g are nan.
@@ -149,7 +150,7 @@ def rescaling_factors(
 def closed_form_w(
     rho_g: np.ndarray | float, p_g: np.ndarray | float, lam: float
 ) -> np.ndarray | float:
-    """Closed-form rescaling factor at τ = 1 (spec §7.1), broadcasting:
+    """Closed-form rescaling factor at τ = 1, broadcasting:
 
         w = 1 − λ (1 − ρ_g) / (1 − p_g)       (nan where p_g = 1)
 

@@ -1,4 +1,4 @@
-"""Level (b) in the teacher: structure of the soft labels (spec ``three_levels.md`` §8.3, pure numpy).
+"""Level (b) in the teacher: structure of the soft labels (docs/three_levels.md, pure numpy).
 
 Teacher distributions ρ (n, K) at one temperature (ρ^τ), labels g (n,), superclass map sup (K,).
 The non-GT part of an example is r = ρ_{−g} / (1 − ρ_g) over the K − 1 wrong classes, with
