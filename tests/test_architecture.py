@@ -61,7 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("studies", ("study", "runs", "weight_search", "executor", "null_studies")),
     ("analyses", ("analyses", "knowledge_points", "teacher_knowledge", "property_transfer")),
     ("report", ("report", "summary_table")),
-    ("entry", ("cli", "bench", "")),
+    ("entry", ("pipeline", "cli", "bench", "")),
 )
 """The intended layers, lowest first, each with the top-level names under ``kdscope`` it holds
 (``""`` is the package ``kdscope`` itself, the public facade). A module may import its own layer

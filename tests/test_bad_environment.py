@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-import kdscope.analyses
+import kdscope.pipeline
 from kdscope import cli, io
 from kdscope.cli import main
 from kdscope.config import StudyConfig, load_preset, parse_study
@@ -65,7 +65,7 @@ def _files(root: Path) -> dict[Path, int]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     run_study(_tiny(), out, quiet=True)
@@ -290,7 +290,7 @@ def test_running_out_of_memory_is_one_line(
     def no_memory(*args: Any, **kwargs: Any) -> None:
         raise MemoryError
 
-    monkeypatch.setattr(kdscope.analyses, "run_analyses", no_memory)
+    monkeypatch.setattr(kdscope.pipeline, "run_analyses", no_memory)
     _one_line(capsys, _run(monkeypatch, _tiny(), tmp_path / "out"), "out of memory")
 
 
@@ -311,6 +311,6 @@ def test_programming_errors_are_not_swallowed(
     def bug(*args: Any, **kwargs: Any) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(kdscope.analyses, "run_analyses", bug)
+    monkeypatch.setattr(kdscope.pipeline, "run_analyses", bug)
     with pytest.raises(ValueError, match="a bug"):
         _run(monkeypatch, _tiny(), tmp_path / "out")

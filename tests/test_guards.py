@@ -6,7 +6,7 @@ import json
 
 from kdscope.analyses.guards import MIN_EFFECTIVE_INPUTS, input_guards
 from kdscope.config import parse_study
-from kdscope.study import run_study
+from kdscope.pipeline import run_study
 
 
 def test_one_seed_and_models_at_chance_are_named(tmp_path) -> None:

@@ -253,7 +253,7 @@ def test_missing_h5py_names_the_install(h5_root: Path, monkeypatch: pytest.Monke
 
 def test_a_tiny_study_on_off_files(off_root: Path, tmp_path: Path) -> None:
     from kdscope.config import parse_study
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = parse_study(
         {

@@ -8,7 +8,7 @@ import json
 import shutil
 
 from kdscope.config import parse_study
-from kdscope.study import run_study
+from kdscope.pipeline import run_study
 
 
 def planted_study() -> dict:

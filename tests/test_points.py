@@ -289,7 +289,7 @@ def test_knowledge_points_run_on_a_tiny_point_cloud_study(tmp_path) -> None:
     points, the metrics per network with verdicts, the report's point-cloud figures."""
     from kdscope import io
     from kdscope.config import parse_study
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = parse_study(
         {

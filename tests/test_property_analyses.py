@@ -239,7 +239,7 @@ def test_every_property_analysis_on_a_tiny_study_and_its_resume(tmp_path) -> Non
     import json
 
     from kdscope.config import parse_study
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = parse_study(tiny_property_study())
     run_study(cfg, tmp_path, quiet=True)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kdscope.config import AnalysisConfig, load_preset
+from kdscope.pipeline import run_study
 from kdscope.property_transfer import (
     debiased_cka,
     foreground_energy,
@@ -22,7 +23,6 @@ from kdscope.property_transfer import (
     win_grid,
 )
 from kdscope.property_transfer.cka import centred_gram, u_centre
-from kdscope.study import run_study
 
 
 def _hooks(model: nn.Module) -> int:

@@ -297,7 +297,7 @@ def test_knowledge_points_run_on_a_tiny_sentiment_study(tmp_path) -> None:
     """Text end to end: the vocabulary size reaches the models, one σ per real token, the
     logit-level analyses run, image-only ones are skipped with a note, tokens in the report."""
     from kdscope import io
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = _tiny_study(
         {"name": "sentiment", "n_train": 64, "n_test": 32},
@@ -327,7 +327,7 @@ def test_knowledge_points_run_on_a_tiny_qa_study(tmp_path) -> None:
     """Extractive QA end to end: span classes as the prediction, per-token maps that count
     context tokens only, KD and feature mimicking on token inputs, class relations skipped."""
     from kdscope import io
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = _tiny_study(
         {

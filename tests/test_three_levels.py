@@ -16,7 +16,7 @@ from kdscope.analyses.teacher_check import check_teacher, format_check
 from kdscope.config import AnalysisConfig, parse_study
 from kdscope.datasets import build
 from kdscope.models import build_model
-from kdscope.study import run_study
+from kdscope.pipeline import run_study
 
 
 @pytest.fixture(scope="module")

@@ -105,8 +105,8 @@ def test_default_search_covers_weighted_students_not_shared_ones() -> None:
 
 def test_a_tiny_search_chooses_by_recomputed_validation_accuracy_and_resumes(tmp_path) -> None:
     from kdscope.evaluation import predict_logits
+    from kdscope.pipeline import run_study
     from kdscope.seeding import derive_seed
-    from kdscope.study import run_study
     from kdscope.trainer import load_checkpoint
 
     cfg = parse_study(study(factors=[0.5, 2.0], seeds=[0, 1], share={"soft_label": "kd"}))

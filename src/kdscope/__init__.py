@@ -26,7 +26,8 @@ from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.methods import Method, build_method, register_method
 from kdscope.models import build_model, capture, list_models, register_model
-from kdscope.study import StudyResult, run_study
+from kdscope.pipeline import run_study
+from kdscope.study import StudyResult
 from kdscope.version import __version__
 
 __all__ = [

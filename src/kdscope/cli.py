@@ -130,7 +130,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> str | Path:
 def _check_teacher(args: argparse.Namespace) -> int:
     from kdscope import io
     from kdscope.analyses.teacher_check import check_teacher, format_check
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     if args.tau <= 0 or not 0 <= args.lam <= 1:
         raise KdscopeError("--tau must be positive and --lam in [0, 1]")
@@ -147,7 +147,7 @@ def _check_teacher(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kdscope.study import run_study
+    from kdscope.pipeline import run_study
 
     cfg = _config(args)
     out = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet).out_dir

@@ -1,5 +1,6 @@
-"""Run a study: train the teacher once, the baselines and every distilled student over all seeds,
-then the analyses; write ``summary.json`` and ``report.html``.
+"""Train a study: the teacher once, the baselines and every distilled student over all seeds
+(:func:`train_study`). The analyses and ``summary.json`` / ``report.html`` come on top of it, in
+:func:`kdscope.pipeline.run_study`.
 
 Output layout (stable; other tools may read it)::
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -420,19 +421,18 @@ def _train_models(
         bar.close()
 
 
-def run_study(
+def train_study(
     cfg: StudyConfig,
     out_dir: str | Path,
     quiet: bool = False,
     executor: Executor | None = None,
     teacher_only: bool = False,
+    then: Callable[[StudyResult], None] | None = None,
 ) -> StudyResult:
-    """Train (or resume) every model of the study, then run its analyses and write the report.
-    With ``teacher_only`` only the teacher is trained (to check it before distilling). The
-    output folder is locked while the study runs in it; a failed write is a one-line error."""
-    from kdscope.analyses import run_analyses
-    from kdscope.report import write_summary_and_report
-
+    """Train (or resume) every model of the study (with ``teacher_only`` only the teacher, to
+    check it before distilling), then call ``then`` on the result, still under the lock (the
+    analyses and the report: :func:`kdscope.pipeline.run_study`). The output folder is locked
+    while the study runs in it; a failed write is a one-line error."""
     out_dir = _out_path(out_dir)
     full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
     cfg = bind_vocabulary(cfg, full)
@@ -452,6 +452,6 @@ def run_study(
             io.clean_orphans(out_dir)  # under the lock: no other process is writing here
             _prepare_out_dir(cfg, out_dir)
             _train_models(result, jobs, search, executor or LocalExecutor(), quiet)
-            if not teacher_only:
-                write_summary_and_report(result, run_analyses(result, quiet=quiet))
+            if then is not None:
+                then(result)
     return result
