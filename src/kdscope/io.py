@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -51,6 +52,10 @@ class DamagedFile(KdscopeError):
         )
 
 
+#: the signals that interrupt a command (Ctrl-C, and SIGTERM, which the CLI turns into one)
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _open_tmp(path: Path) -> tuple[int, Path]:
     """Create a new temporary file beside ``path``, as ``open(..., "x")`` would: the kernel
     applies the umask to mode 0666 (``tempfile.mkstemp`` would force 0600)."""
@@ -66,18 +71,25 @@ def _atomic_write(path: Path, write: Any, mode: str) -> None:
     """Write via ``write(fileobj)`` to a temporary file beside ``path``, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_tmp(path)
+    # Ctrl-C and SIGTERM raise wherever the process is: hold them while the temporary file is
+    # created, so that an interruption always finds it named below and removes it.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
-        with os.fdopen(
-            fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})
-        ) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd, tmp = _open_tmp(path)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            with os.fdopen(
+                fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})
+            ) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def clean_orphans(folder: Path) -> list[Path]:
