@@ -9,8 +9,6 @@ now asked of it. A failed write is a one-line user error naming the file.
 
 from __future__ import annotations
 
-import json
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any
 
 from torch import nn
 
-from kdscope import io
 from kdscope.datasets import DataSplits
 from kdscope.errors import KdscopeError
 from kdscope.trainer import Progress, RunPlan, train_run
@@ -59,51 +56,6 @@ def check_inside(out_dir: Path, path: Path) -> None:
         )
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def _differences(recorded: Any, wanted: dict[str, Any]) -> str:
-    """What differs between a run's recorded plan and the one wanted (at most three settings)."""
-    if not isinstance(recorded, dict):
-        return "it records no settings"
-    old, new = _flatten(recorded), _flatten(wanted)
-    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, ...) != new.get(k, ...)]
-    shown = [f"{k} was {old.get(k, 'unset')}, is now {new.get(k, 'unset')}" for k in keys[:3]]
-    more = [f"{len(keys) - 3} more"] if len(keys) > 3 else []
-    return "; ".join(shown + more) or "its recorded settings differ"
-
-
-def _check_finished(plan: RunPlan, run_dir: Path) -> None:
-    """A user error if ``run_dir`` holds a finished run whose recorded plan is not ``plan`` (run
-    folders copied from another study, a name leading into another run's folder): such a run
-    is never adopted."""
-    done = run_dir / "result.json"
-    if not done.exists():
-        return
-    try:
-        result = io.read_json(done)
-    except KdscopeError:  # a damaged result: the trainer warns and retrains the run
-        return
-    if not isinstance(result, dict):
-        return  # damaged too
-    recorded = result.get("plan")
-    wanted = json.loads(json.dumps(plan.fingerprint()))  # as result.json stores it
-    if recorded != wanted:
-        raise KdscopeError(
-            f"{run_dir} holds a finished run trained with other settings "
-            f"({_differences(recorded, wanted)}); to train it anew, run "
-            f"'rm -r {shlex.quote(str(run_dir))}' and then the same command again"
-        )
-
-
 def resume_run(
     out_dir: Path,
     plan: RunPlan,
@@ -113,10 +65,9 @@ def resume_run(
     cache_teacher: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """:func:`~kdscope.trainer.train_run` for a run of the study in ``out_dir``, after checking
-    that ``run_dir`` lies inside it and that a finished run there was trained with ``plan``; a
-    failed write is a one-line error naming the file."""
+    """:func:`~kdscope.trainer.train_run` (which reuses a finished run only if it was trained
+    with ``plan``) for a run of the study in ``out_dir``, after checking that ``run_dir`` lies
+    inside it; a failed write is a one-line error naming the file."""
     check_inside(out_dir, run_dir)
     with writing(run_dir):
-        _check_finished(plan, run_dir)
         return train_run(plan, data, run_dir, teacher, cache_teacher, progress)

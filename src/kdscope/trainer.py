@@ -25,7 +25,9 @@ the lost run did.
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -414,11 +416,49 @@ def _numbers(values: Any, n: int) -> bool:
 RESULT_NUMBERS = ("test_acc", "test_loss", "train_acc")
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _differences(recorded: Any, wanted: dict[str, Any]) -> str:
+    """What differs between a run's recorded plan and the one wanted (at most three settings)."""
+    if not isinstance(recorded, dict):
+        return "it records no settings"
+    old, new = _flatten(recorded), _flatten(wanted)
+    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, ...) != new.get(k, ...)]
+    shown = [f"{k} was {old.get(k, 'unset')}, is now {new.get(k, 'unset')}" for k in keys[:3]]
+    more = [f"{len(keys) - 3} more"] if len(keys) > 3 else []
+    return "; ".join(shown + more) or "its recorded settings differ"
+
+
+def _check_recorded_plan(plan: RunPlan, recorded: Any, run_dir: Path) -> None:
+    """A user error if a finished run's ``recorded`` plan is not ``plan`` (run folders copied
+    from another study, a name leading into another run's folder): such a run is never
+    adopted; the message names what differs and the command that clears it."""
+    wanted = json.loads(json.dumps(plan.fingerprint()))  # as result.json stores it
+    if recorded != wanted:
+        raise KdscopeError(
+            f"{run_dir} holds a finished run trained with other settings "
+            f"({_differences(recorded, wanted)}); to train it anew, run "
+            f"'rm -r {shlex.quote(str(run_dir))}' and then the same command again"
+        )
+
+
 def _check_finished(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str, Any]:
     """The result of the finished run in ``run_dir`` once every file it leaves is checked;
-    :class:`~kdscope.io.DamagedFile` naming the first damaged one."""
+    :class:`~kdscope.io.DamagedFile` naming the first damaged one, a user error if the run was
+    trained with another plan (it is never adopted)."""
     path = run_dir / "result.json"
     result = io.read_json(path)
+    if isinstance(result, dict):
+        _check_recorded_plan(plan, result.get("plan"), run_dir)
     if (
         not isinstance(result, dict)
         or result.get("epochs") != plan.train.epochs
