@@ -1,4 +1,4 @@
-"""The import graph of ``kdscope``: cycles and layers may only get fewer.
+"""The import graph of ``kdscope``: no cycles, and every import points down the layers.
 
 Every module under ``src/kdscope`` is parsed with :mod:`ast` (nothing is imported) and every
 ``import``/``from ... import`` of a ``kdscope`` module is collected at any depth: module level,
@@ -11,16 +11,8 @@ An edge is the module that an import names; the parent packages that Python runs
 added (``kdscope/__init__.py`` re-exports the public API, so every module would otherwise sit in
 one cycle with it).
 
-Two allowlists record today's debt, and both may only shrink:
-
-* ``architecture_cycles.txt``: the strongly connected components of the runtime graph, one a
-  line, its sorted module names separated by spaces;
-* ``architecture_upward.txt``: imports from a lower layer (see :data:`LAYERS`) into a higher
-  one, one ``importer -> imported`` a line.
-
-A new cycle, a component that gains a module, or a new upward import fails with a concrete
-loop or the offending line; a component that vanished or lost modules, or an upward import that
-is gone, fails too, asking for the allowlist to be updated so that it stays true.
+A cycle fails with a concrete loop and the line of each import in it; an import from a lower
+layer (see :data:`LAYERS`) into a higher one fails with the offending line.
 """
 
 from __future__ import annotations
@@ -30,10 +22,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-PACKAGE_DIR = HERE.parent / "src" / "kdscope"
-CYCLES_FILE = HERE / "architecture_cycles.txt"
-UPWARD_FILE = HERE / "architecture_upward.txt"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "src" / "kdscope"
 
 Graph = dict[str, dict[str, int]]
 """importer -> {imported: line of the first such import}."""
@@ -51,12 +40,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "verdicts",
             "render",
             "progress",
-            "config",
         ),
     ),
     ("data", ("datasets", "augment")),
     ("models", ("models",)),
     ("methods", ("methods",)),
+    ("config", ("config",)),
     ("training", ("trainer", "trajectory", "evaluation")),
     ("studies", ("study", "runs", "weight_search", "executor", "null_studies")),
     ("analyses", ("analyses", "knowledge_points", "teacher_knowledge", "property_transfer")),
@@ -234,12 +223,6 @@ def upward_imports(graph: Graph) -> dict[str, int]:
     }
 
 
-def read_allowlist(path: Path) -> list[str]:
-    """The non-empty, non-comment lines of an allowlist."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
 def test_collector_resolves_relative_and_submodule_imports() -> None:
     modules = frozenset({"kdscope", "kdscope.a", "kdscope.a.b", "kdscope.a.c", "kdscope.d"})
     source = (
@@ -270,51 +253,22 @@ def test_strongly_connected_finds_loops() -> None:
     assert loop == "a (line 1) -> b (line 2) -> c (line 3) -> a"
 
 
-def test_import_cycles_only_shrink() -> None:
+def test_no_import_cycles() -> None:
     runtime = runtime_graph()
-    found = strongly_connected(runtime)
-    allowed = [frozenset(line.split()) for line in read_allowlist(CYCLES_FILE)]
-    problems = []
-    for members in sorted(found, key=sorted):
-        if any(members <= a for a in allowed):
-            continue  # allowed as it is, or shrunk (reported below)
-        closest = max(allowed, key=lambda a: len(a & members), default=frozenset())
-        joined = members - closest
-        what = f"grew by {' '.join(sorted(joined))}" if members & closest else "is new"
-        problems.append(
-            f"import cycle {what}: {loop_through(runtime, members, min(joined))}\n"
-            f"  component: {' '.join(sorted(members))}"
-        )
-    stale = [a for a in allowed if a not in found and not any(a < f for f in found)]
-    problems += [
-        f"allowed cycle {' '.join(sorted(a))} is gone or smaller: replace it in "
-        f"{CYCLES_FILE.name} with the components of today (the list may only shrink)"
-        for a in sorted(stale, key=sorted)
+    loops = [
+        loop_through(runtime, members, min(members)) for members in strongly_connected(runtime)
     ]
-    if stale:
-        problems.append("components today:\n" + "\n".join(" ".join(sorted(f)) for f in found))
-    assert not problems, "\n".join(problems)
+    assert not loops, "import cycles:\n" + "\n".join(loops)
 
 
 def test_layers_point_down() -> None:
-    runtime = runtime_graph()
-    found = upward_imports(runtime)
-    allowed = set(read_allowlist(UPWARD_FILE))
     layer_names = [name for name, _ in LAYERS]
-    new = [
+    upward = [
         f"{edge} (line {line}): layer {layer_names[layer_of(edge.split()[0])]} imports layer "
         f"{layer_names[layer_of(edge.split()[-1])]}"
-        for edge, line in found.items()
-        if edge not in allowed
+        for edge, line in upward_imports(runtime_graph()).items()
     ]
-    stale = sorted(allowed - set(found))
-    problems = [f"new upward import {line}" for line in new]
-    problems += [
-        f"allowed upward import {edge} is gone: remove it from {UPWARD_FILE.name} (the list "
-        "may only shrink)"
-        for edge in stale
-    ]
-    assert not problems, "\n".join(problems)
+    assert not upward, "imports into a higher layer:\n" + "\n".join(upward)
 
 
 def test_every_module_has_a_layer() -> None:

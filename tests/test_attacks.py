@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdscope.property_transfer.attacks import (
+from kdscope.property_transfer.adversarial import (
     calibrate_eps,
     fooled,
     fooling_rate,
@@ -247,7 +247,7 @@ def test_transfer_rates_hand_built() -> None:
 def test_source_attacks_replayed_on_the_source_itself() -> None:
     """The source's own attacks fool it on every kept input, into its own adversarial class;
     a constant model is never fooled."""
-    from kdscope.analyses.adversarial import model_rates, source_attacks
+    from kdscope.analyses.property_transfer.adversarial import model_rates, source_attacks
 
     model = linear_model()
     x = middle_inputs(200, seed=7)
@@ -265,7 +265,7 @@ def test_source_attacks_replayed_on_the_source_itself() -> None:
 
 def test_source_contrast_by_hand() -> None:
     """Two kept sets of the same 4 inputs: seed 0 contrasts 1/2 − 1/3, seed 1 1 − 2/3."""
-    from kdscope.analyses.adversarial import source_contrast
+    from kdscope.analyses.property_transfer.adversarial import source_contrast
 
     first_kept, second_kept = np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 1], bool)
     first = {0: np.array([1.0, 0.0]), 1: np.array([1.0, 1.0])}

@@ -237,7 +237,7 @@ def test_memory_estimate_is_compared_with_available_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     smoke = load_preset("smoke").model_dump(mode="json")
-    monkeypatch.setattr(kdscope.datasets, "available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(kdscope.datasets.registry, "available_memory", lambda: 1_000_000)
     with pytest.raises(ConfigError, match=r"384 examples of 3\.3 KiB each need at least 1\.2 MiB"):
         parse_study(smoke, "smoke.yaml")
     params = {k: v for k, v in smoke["dataset"].items() if k != "name"}

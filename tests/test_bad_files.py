@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from kdscope import io, load_preset, parse_study, run_study
-from kdscope.analyses.knowledge_points import _digest, cache_path
+from kdscope.analyses.knowledge_points.cache import _digest, cache_path
 from kdscope.cli import main
 from kdscope.datasets import DataSplits
 from kdscope.errors import KdscopeError

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from kdscope.property_transfer.boundary import (
+from kdscope.property_transfer.decision_boundary import (
     Plane,
     boundary_similarity,
     boundary_similarity_matrix,

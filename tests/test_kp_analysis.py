@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdscope import StudyResult, io, load_preset, parse_study, run_study
-from kdscope.analyses.knowledge_points import (
+from kdscope.analyses.knowledge_points.knowledge_points import (
     KnowledgePointsAnalysis,
     cache_path,
     chance_guard,
@@ -273,7 +273,7 @@ def test_models_at_chance_get_no_verdict_and_the_others_the_interval_rule(
     assert set(kd["at_chance"]) == {"kd", "baseline"}
     assert {h["verdict"] for h in kd["hypotheses"].values()} == {"model at chance"}
 
-    import kdscope.analyses.knowledge_points as kp_module
+    import kdscope.analyses.knowledge_points.knowledge_points as kp_module
 
     monkeypatch.setattr(kp_module, "pair_at_chance", lambda _study, _name: {})
     analysis = KnowledgePointsAnalysis(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kdscope import io
-from kdscope.analyses.knowledge_points import run_distances
+from kdscope.analyses.knowledge_points.knowledge_points import run_distances
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points.diagnosis import EntropyTrajectory, network_metrics
 from kdscope.models import build_model

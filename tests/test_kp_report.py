@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from kdscope import load_preset, parse_study, run_study
-from kdscope.analyses.knowledge_points import cache_path
-from kdscope.analyses.knowledge_points_report import VERDICT_CLASS, render
+from kdscope.analyses.knowledge_points.cache import cache_path
+from kdscope.analyses.knowledge_points.report import VERDICT_CLASS, render
 from kdscope.study import StudyResult
 
 

@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from kdscope.analyses.property_claims import status
-from kdscope.analyses.shape_bias import cue_decisions, shape_bias, shape_bias_gap
+from kdscope.analyses.property_transfer.property_claims import status
+from kdscope.analyses.property_transfer.shape_bias import cue_decisions, shape_bias, shape_bias_gap
+from kdscope.analyses.property_transfer.subgroups import (
+    group_means,
+    shortfall_statistic,
+    unfairness,
+)
 from kdscope.analyses.study_views import oriented
-from kdscope.analyses.subgroups import group_means, shortfall_statistic, unfairness
 from kdscope.property_transfer.invariance import agreement, shift_pixels, transformed_pair
 from kdscope.property_transfer.renderings import edges, render
 
@@ -132,7 +136,7 @@ def test_no_transfer_rows_need_an_equivalence_test() -> None:
 
 
 def test_findings_are_counted_once() -> None:
-    from kdscope.analyses.property_claims import combine, finding_name
+    from kdscope.analyses.property_transfer.property_claims import combine, finding_name
 
     assert finding_name("decision_boundary", "boundary similarity, coloured") == finding_name(
         "decision_boundary", "boundary similarity, textured"

@@ -22,7 +22,7 @@ from kdscope.property_transfer import (
     map_cosine,
     win_grid,
 )
-from kdscope.property_transfer.cka import centred_gram, u_centre
+from kdscope.property_transfer.representation_similarity import centred_gram, u_centre
 
 
 def _hooks(model: nn.Module) -> int:
@@ -182,7 +182,7 @@ def test_win_grid_known_cases() -> None:
 
 
 def test_crossed_win_rate_and_independent_spread() -> None:
-    from kdscope.analyses.localisation import crossed_win_rate, independent_spread
+    from kdscope.analyses.property_transfer.localisation import crossed_win_rate, independent_spread
 
     s = {0: np.array([0.9, 0.9, 0.9, np.nan]), 1: np.array([0.9, 0.1, 0.5, 0.9])}
     ind = {0: np.array([0.5, 0.5, 0.5, 0.5]), 1: np.array([0.5, 0.5, 0.9, 0.5])}
@@ -248,11 +248,11 @@ def test_transfer_verdict_rules() -> None:
 
 
 def test_localisation_cka_and_adversarial_analyses_on_a_small_study(tmp_path) -> None:
-    from kdscope.analyses.adversarial import FOREIGN, MAIN
-    from kdscope.analyses.adversarial import WHAT as ADV
-    from kdscope.analyses.localisation import EXTENSION
-    from kdscope.analyses.localisation import WHAT as LOC
-    from kdscope.analyses.representation_similarity import WHAT as CKA
+    from kdscope.analyses.property_transfer.adversarial import FOREIGN, MAIN
+    from kdscope.analyses.property_transfer.adversarial import WHAT as ADV
+    from kdscope.analyses.property_transfer.localisation import EXTENSION
+    from kdscope.analyses.property_transfer.localisation import WHAT as LOC
+    from kdscope.analyses.property_transfer.representation_similarity import WHAT as CKA
     from kdscope.config import StudentConfig
 
     cfg = load_preset("smoke").model_copy(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from kp_fixtures import FIXTURE_A, H_A, SIGMA_A
 from torch import nn
 
-from kdscope.analyses.knowledge_points import counted_units
+from kdscope.analyses.knowledge_points.knowledge_points import counted_units
 from kdscope.datasets.base import TensorDataset
 from kdscope.datasets.text import (
     PAD_ID,

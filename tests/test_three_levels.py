@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from kdscope.analyses import with_requirements
-from kdscope.analyses.teacher_check import check_teacher, format_check
+from kdscope.analyses.teacher_knowledge.teacher_check import check_teacher, format_check
 from kdscope.config import AnalysisConfig, parse_study
 from kdscope.datasets import build
 from kdscope.models import build_model
@@ -222,7 +222,7 @@ def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None
 def test_partial_rank_correlation_removes_a_shared_cause() -> None:
     """x and y both follow z: their Spearman correlation is high, the partial one given z ~ 0;
     a y that depends on x beyond z keeps a positive partial correlation."""
-    from kdscope.analyses.rescaling import rank_residual
+    from kdscope.analyses.teacher_knowledge.rescaling import rank_residual
     from kdscope.teacher_knowledge.rescaling import pearson, spearman
 
     rng = np.random.default_rng(0)
@@ -239,7 +239,7 @@ def test_partial_rank_correlation_removes_a_shared_cause() -> None:
 
 
 def test_equal_count_bins_split_ties_by_position() -> None:
-    from kdscope.analyses.difficulty import equal_count_bins
+    from kdscope.analyses.teacher_knowledge.difficulty import equal_count_bins
 
     score = np.array([0.5, 0.1, 0.5, 0.9, 0.5, 0.3, 0.7, 0.5, 0.2, 0.8])
     bins = equal_count_bins(score, 5)
@@ -251,7 +251,11 @@ def test_equal_count_bins_split_ties_by_position() -> None:
 def test_claim_verdict_rules() -> None:
     """The interval rule, its mirror for a claimed decrease, and the rule combining parts (the
     claims' own rules are tested in test_three_levels_claims.py)."""
-    from kdscope.analyses.three_levels import all_of, decrease_verdict, interval_verdict
+    from kdscope.analyses.teacher_knowledge.three_levels import (
+        all_of,
+        decrease_verdict,
+        interval_verdict,
+    )
 
     def s(lo: float, hi: float, n: int = 5) -> dict:
         return {"mean": (lo + hi) / 2, "ci95": [lo, hi], "n_seeds": n}
@@ -269,7 +273,7 @@ def test_claim_verdict_rules() -> None:
 
 
 def test_head_inputs_are_the_last_linear_layers_input() -> None:
-    from kdscope.analyses.class_geometry import head_inputs, logit_layer
+    from kdscope.analyses.teacher_knowledge.class_geometry import head_inputs, logit_layer
 
     model = build_model("vector_mlp", 4, in_features=6, hidden=[5])
     x = torch.randn(7, 6)

@@ -10,8 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from kdscope.analyses.teacher_check import TeacherCheckAnalysis
-from kdscope.analyses.three_levels import ThreeLevelsAnalysis, kd_sim_groups, r_score_difference
+from kdscope.analyses.teacher_knowledge.teacher_check import TeacherCheckAnalysis
+from kdscope.analyses.teacher_knowledge.three_levels import (
+    ThreeLevelsAnalysis,
+    kd_sim_groups,
+    r_score_difference,
+)
 
 UP = {"mean": 0.10, "ci95": [0.05, 0.15], "per_seed": {}}
 FLAT = {"mean": 0.00, "ci95": [-0.10, 0.10], "per_seed": {}}

@@ -19,7 +19,7 @@ Public API (everything else may move):
 
 from kdscope import knowledge_points, teacher_knowledge
 from kdscope.analyses import register_analysis
-from kdscope.analyses.teacher_check import check_teacher
+from kdscope.analyses.teacher_knowledge.teacher_check import check_teacher
 from kdscope.config import StudyConfig, load_preset, load_study, parse_study
 from kdscope.datasets import Batch, DataSplits, Sample, TensorDataset, register_dataset
 from kdscope.datasets import build as build_dataset

@@ -129,7 +129,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> str | Path:
 
 def _check_teacher(args: argparse.Namespace) -> int:
     from kdscope import io
-    from kdscope.analyses.teacher_check import check_teacher, format_check
+    from kdscope.analyses.teacher_knowledge.teacher_check import check_teacher, format_check
     from kdscope.pipeline import run_study
 
     if args.tau <= 0 or not 0 <= args.lam <= 1:

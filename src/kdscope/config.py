@@ -31,7 +31,10 @@ from pydantic import (
     model_validator,
 )
 
+from kdscope.datasets import DATASETS, check_memory, traits
 from kdscope.errors import ConfigError, KdscopeError
+from kdscope.methods import METHODS
+from kdscope.models import MODELS
 from kdscope.registry import ANALYSES, Registry
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -149,8 +152,6 @@ class ModelConfig(_Named):
 
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
-        from kdscope.models import MODELS
-
         _check_params(
             _registered(MODELS, self.name),
             self.params,
@@ -162,8 +163,6 @@ class ModelConfig(_Named):
 
     def takes_vocabulary(self) -> bool:
         """Whether the model embeds token ids and leaves its ``vocab_size`` to the dataset."""
-        from kdscope.models import MODELS
-
         ctor = MODELS.get(self.name)
         return (
             "vocab_size" in inspect.signature(ctor).parameters and "vocab_size" not in self.params
@@ -181,16 +180,12 @@ class DatasetConfig(_WithParams):
 
     @model_validator(mode="after")
     def _known(self) -> DatasetConfig:
-        from kdscope.datasets import DATASETS
-
         _check_params(_registered(DATASETS, self.name), self.params, f"dataset {self.name!r}")
         return self
 
     @property
     def modality(self) -> str | None:
         """The kind of inputs the dataset holds, when its registration declares it."""
-        from kdscope.datasets import traits
-
         return traits(self.name).modality
 
 
@@ -266,8 +261,6 @@ class StudentConfig(_WithParams):
 
     @model_validator(mode="after")
     def _known(self) -> StudentConfig:
-        from kdscope.methods import METHODS
-
         cls = _registered(METHODS, self.method)
         where = f"method {self.method!r}"
         _check_params(cls.__init__, self.params, where)
@@ -328,7 +321,9 @@ class StudyConfig(BaseModel):
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     layers: tuple[str, ...] = ()
     checkpoints: Literal["auto"] | tuple[int, ...] = "auto"
-    analyses: tuple[AnalysisConfig, ...] = (AnalysisConfig(name="accuracy"),)
+    analyses: tuple[AnalysisConfig, ...] = Field(
+        default_factory=lambda: (AnalysisConfig(name="accuracy"),)
+    )
     cache_teacher: bool = True
     transfer_size: int | None = Field(
         None,
@@ -399,8 +394,6 @@ class StudyConfig(BaseModel):
 
     def searched_students(self) -> dict[str, StudentConfig]:
         """The students the weight search tunes, by label (none without a search)."""
-        from kdscope.methods import METHODS
-
         ws = self.weight_search
         if ws is None:
             return {}
@@ -458,8 +451,6 @@ def parse_study(data: Any, source: str = "study") -> StudyConfig:
     """Validate a mapping into a :class:`StudyConfig`; errors name the offending key. The
     dataset must also fit in the memory available now (checked here, not in the model, so that
     a study validated again while its dataset is held in memory stays valid)."""
-    from kdscope.datasets import check_memory
-
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
     try:

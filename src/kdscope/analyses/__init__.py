@@ -1,4 +1,12 @@
-"""Analyses: a registry of :class:`~kdscope.analyses.base.Analysis` classes run on a study."""
+"""Analyses: :class:`~kdscope.analyses.base.Analysis` classes run on a study, registered by name.
+
+Grouped by paper, one file per analysis: :mod:`.knowledge_points`, :mod:`.teacher_knowledge`
+(three levels) and :mod:`.property_transfer`, each file named like the file of the functional
+core (:mod:`kdscope.knowledge_points`, :mod:`kdscope.teacher_knowledge`,
+:mod:`kdscope.property_transfer`) whose maths it runs; :mod:`.accuracy` serves all three. An
+analysis registers itself with :func:`~kdscope.analyses.base.register_analysis`; this package
+imports every file, so adding an analysis is adding a file and its import in its paper's
+``__init__``."""
 
 from __future__ import annotations
 
@@ -6,18 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kdscope.analyses.base import Analysis
+from kdscope.analyses import knowledge_points, property_transfer, teacher_knowledge
+from kdscope.analyses.accuracy import AccuracyAnalysis
+from kdscope.analyses.base import Analysis, register_analysis
+from kdscope.config import AnalysisConfig
 from kdscope.progress import progress
 from kdscope.registry import ANALYSES
 
 if TYPE_CHECKING:
-    from kdscope.config import AnalysisConfig
     from kdscope.study import StudyResult
-
-
-def register_analysis(cls: type[Analysis]) -> type[Analysis]:
-    """Class decorator registering an analysis under its ``name``."""
-    return ANALYSES.register(cls.name)(cls)
 
 
 @dataclass
@@ -32,8 +37,6 @@ class AnalysisOutcome:
 def with_requirements(entries: Sequence[AnalysisConfig]) -> list[AnalysisConfig]:
     """The configured analyses in order, each preceded by the analyses it ``requires`` that are
     not configured earlier (with default parameters)."""
-    from kdscope.config import AnalysisConfig  # config validates against this registry
-
     ordered: list[AnalysisConfig] = []
 
     def add(entry: AnalysisConfig) -> None:
@@ -66,26 +69,14 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
     return outcomes
 
 
-from kdscope.analyses import (  # noqa: E402,F401  (register the built-ins)
-    accuracy,
-    accuracy_matched,
-    adversarial,
-    calibration,
-    class_geometry,
-    decision_boundary,
-    difficulty,
-    domains,
-    invariance,
-    knowledge_points,
-    localisation,
-    property_claims,
-    representation_similarity,
-    rescaling,
-    shape_bias,
-    soft_labels,
-    subgroups,
-    teacher_check,
-    three_levels,
-)
-
-__all__ = ["ANALYSES", "Analysis", "AnalysisOutcome", "register_analysis", "run_analyses"]
+__all__ = [
+    "ANALYSES",
+    "AccuracyAnalysis",
+    "Analysis",
+    "AnalysisOutcome",
+    "knowledge_points",
+    "property_transfer",
+    "register_analysis",
+    "run_analyses",
+    "teacher_knowledge",
+]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from kdscope.registry import ANALYSES
+
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
 
@@ -34,3 +36,8 @@ class Analysis:
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         raise NotImplementedError
+
+
+def register_analysis(cls: type[Analysis]) -> type[Analysis]:
+    """Class decorator registering an analysis under its ``name``."""
+    return ANALYSES.register(cls.name)(cls)

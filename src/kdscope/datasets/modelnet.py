@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, check_float, check_int
 from kdscope.datasets.points import add_clutter, cloud_dataset, normalise
+from kdscope.datasets.registry import register_dataset
 from kdscope.errors import KdscopeError
 
 __all__ = ["FORMATS", "modelnet40", "read_off", "sample_surface"]

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
+from kdscope.datasets.registry import register_dataset
 
 __all__ = ["CLASS_NAMES", "ROTATIONS", "add_clutter", "cloud_dataset", "normalise", "points"]
 

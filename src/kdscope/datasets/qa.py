@@ -88,8 +88,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
+from kdscope.datasets.registry import register_dataset
 from kdscope.datasets.text import SEP_ID, Vocabulary, pad_ids, span_class, token_spans
 from kdscope.errors import KdscopeError
 

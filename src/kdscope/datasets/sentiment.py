@@ -76,8 +76,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
+from kdscope.datasets.registry import register_dataset
 from kdscope.datasets.sentiment_lexicon import INTENSIFIERS, NEGATIVE, NEGATORS, POSITIVE
 from kdscope.datasets.text import SPECIALS, Vocabulary, pad_ids, tokenize
 from kdscope.errors import KdscopeError

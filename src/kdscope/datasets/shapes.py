@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdscope.datasets import register_dataset
 from kdscope.datasets.base import DataSplits, TensorDataset, check_float, check_int, example_bytes
+from kdscope.datasets.registry import register_dataset
 
 __all__ = [
     "BACKGROUNDS",

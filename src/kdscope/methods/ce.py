@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdscope.datasets.base import Batch
-from kdscope.methods import register_method
 from kdscope.methods.base import Method
+from kdscope.methods.registry import register_method
 from kdscope.models.hooks import Outputs
 
 

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
-from kdscope.methods import register_method
 from kdscope.methods.base import (
     BindContext,
     Method,
@@ -34,6 +33,7 @@ from kdscope.methods.base import (
     check_weights,
     require_teacher,
 )
+from kdscope.methods.registry import register_method
 from kdscope.models.hooks import Outputs, capture
 
 MIMIC = "mimic"

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
-from kdscope.methods import register_method
 from kdscope.methods.base import BindContext, Method, bind_layers, check_weights, require_teacher
+from kdscope.methods.registry import register_method
 from kdscope.models.hooks import Outputs
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdscope.methods import register_method
+from kdscope.methods.registry import register_method
 from kdscope.methods.soft_target import SoftTargetMethod, gt_mass_target
 
 

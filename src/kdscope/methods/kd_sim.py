@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscope.errors import KdscopeError
-from kdscope.methods import register_method
 from kdscope.methods.base import BindContext, require_teacher
+from kdscope.methods.registry import register_method
 from kdscope.methods.soft_target import SoftTargetMethod, require_bound, teacher_probabilities
 from kdscope.models.hooks import get_module, resolve_layer
 

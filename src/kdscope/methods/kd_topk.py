@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from kdscope.errors import KdscopeError
-from kdscope.methods import register_method
+from kdscope.methods.registry import register_method
 from kdscope.methods.soft_target import SoftTargetMethod
 
 TAILS = ("uniform", "zero_renorm")

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
-from kdscope.methods import register_method
 from kdscope.methods.base import Method
+from kdscope.methods.registry import register_method
 from kdscope.models.hooks import Outputs
 
 

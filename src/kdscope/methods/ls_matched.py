@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kdscope.methods import register_method
 from kdscope.methods.base import BindContext, require_teacher
+from kdscope.methods.registry import register_method
 from kdscope.methods.soft_target import (
     SoftTargetMethod,
     gt_mass_target,

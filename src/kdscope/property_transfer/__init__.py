@@ -3,7 +3,7 @@ like its teacher? The functional core on any ``nn.Module``: Grad-CAM maps and wi
 (:mod:`.localisation`), linear CKA, biased and debiased (:mod:`.cka`), and teacher-crafted
 attacks (:mod:`.attacks`)."""
 
-from kdscope.property_transfer.attacks import (
+from kdscope.property_transfer.adversarial import (
     calibrate_eps,
     fooled,
     fooling_rate,
@@ -11,12 +11,17 @@ from kdscope.property_transfer.attacks import (
     predict_labels,
     transfer_rates,
 )
-from kdscope.property_transfer.cka import cka_matrix, debiased_cka, gram_cka, linear_cka
 from kdscope.property_transfer.localisation import (
     foreground_energy,
     gradcam_maps,
     map_cosine,
     win_grid,
+)
+from kdscope.property_transfer.representation_similarity import (
+    cka_matrix,
+    debiased_cka,
+    gram_cka,
+    linear_cka,
 )
 
 __all__ = [

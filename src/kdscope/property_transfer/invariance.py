@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from kdscope.augment import crop_pair, fixed_colour_jitter, random_colour_jitter, shift_pair
-from kdscope.property_transfer.attacks import predict_labels
+from kdscope.property_transfer.adversarial import predict_labels
 from kdscope.seeding import derive_seed
 
 Strength = float | str

@@ -22,8 +22,7 @@ from kdscope.teacher_knowledge.calibration import (
     nll,
     reliability,
 )
-from kdscope.teacher_knowledge.check import DEFAULT_THRESHOLDS, Thresholds, auroc, teacher_check
-from kdscope.teacher_knowledge.geometry import (
+from kdscope.teacher_knowledge.class_geometry import (
     class_similarity,
     distance_order_agreement,
     hierarchy_correlation,
@@ -49,6 +48,12 @@ from kdscope.teacher_knowledge.soft_labels import (
     offdiag_hierarchy,
     relational_mass,
     tail_concentration,
+)
+from kdscope.teacher_knowledge.teacher_check import (
+    DEFAULT_THRESHOLDS,
+    Thresholds,
+    auroc,
+    teacher_check,
 )
 
 __all__ = [

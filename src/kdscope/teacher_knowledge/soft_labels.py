@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdscope.teacher_knowledge.geometry import _drop_gt, _pair_masks, _square, hierarchy_score
+from kdscope.teacher_knowledge.class_geometry import _drop_gt, _pair_masks, _square, hierarchy_score
 from kdscope.teacher_knowledge.rescaling import _gt, _probs_labels, pearson
 
 __all__ = [

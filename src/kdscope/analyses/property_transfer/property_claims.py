@@ -48,8 +48,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.render import fmt_summary, table
 from kdscope.verdicts import AWAY, CONFOUNDED, NO_TRANSFER, TRANSFERS, css
 

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     control_students,
     oriented,
@@ -32,7 +31,7 @@ from kdscope.analyses.study_views import (
     transfer_record,
 )
 from kdscope.datasets import build as build_dataset
-from kdscope.property_transfer.attacks import predict_labels
+from kdscope.property_transfer.adversarial import predict_labels
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 

@@ -14,7 +14,7 @@ the teacher; fooling gap = matched student − independent, seed k against seed 
 Control: the same foreign-source contrast as the ``adversarial`` analysis. Its foreign network
 is reloaded (the same training call: it resumes, it is not retrained) and attacked at the same ε
 on the same inputs; the matched student's effect beyond it is, per seed, (gap on the teacher's
-attacks) − (gap on the foreign attacks) (:func:`kdscope.analyses.adversarial.source_contrast`).
+attacks) − (gap on the foreign attacks) (:func:`kdscope.analyses.property_transfer.adversarial.source_contrast`).
 Verdict: the rule of :func:`kdscope.verdicts.transfer` with equivalence margin ``margin``
 (default 0.03); the paper's premise does not apply (the accuracy is matched on purpose). A
 student that no factor brought down to the independent student's accuracy reads **not
@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.adversarial import (
+from kdscope.analyses.base import Analysis, register_analysis
+from kdscope.analyses.property_transfer.adversarial import (
     foreign_model,
     model_rates,
     source_attacks,
     source_contrast,
 )
-from kdscope.analyses.base import Analysis
 from kdscope.analyses.study_views import correctness, paired, test_subset, transfer_record
 from kdscope.config import StudentConfig
 from kdscope.evaluation import predict_logits
-from kdscope.methods import distillation_weight
+from kdscope.methods import METHODS, distillation_weight
 from kdscope.render import fmt_summary, table, verdict_table
 from kdscope.stats import summarise
+from kdscope.study import train_variant
 
 if TYPE_CHECKING:
     from torch import nn
@@ -71,7 +71,6 @@ class AccuracyMatchedAnalysis(Analysis):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        from kdscope.methods import METHODS
 
         weighted = [m for m in METHODS.names() if METHODS.get(m).distill_weight is not None]
         if set(methods) - set(weighted):
@@ -185,7 +184,6 @@ class AccuracyMatchedAnalysis(Analysis):
         return out
 
     def _train(self, study: StudyResult, g: Group, factor: float) -> dict[int, nn.Module]:
-        from kdscope.study import train_variant
 
         key, weight = distillation_weight(g.method, g.method_params)
         params = {**g.method_params, key: weight * factor}

@@ -52,8 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     correctness,
     paired,
@@ -61,11 +60,12 @@ from kdscope.analyses.study_views import (
     superclass,
     teacher_logits,
 )
+from kdscope.analyses.teacher_knowledge.teacher_check import distillation_settings
 from kdscope.methods import build_method
 from kdscope.methods.kd_sim import KDSim
 from kdscope.render import fmt_summary, table
 from kdscope.stats import summarise
-from kdscope.teacher_knowledge.geometry import hierarchy_score
+from kdscope.teacher_knowledge.class_geometry import hierarchy_score
 from kdscope.teacher_knowledge.rescaling import softmax
 from kdscope.teacher_knowledge.soft_labels import class_correlation
 from kdscope.verdicts import ABOVE, BELOW, classify
@@ -472,7 +472,6 @@ def _value(v: float | None) -> str:
 
 
 def _distillation_tau(study: StudyResult) -> float:
-    from kdscope.analyses.teacher_check import distillation_settings
 
     return distillation_settings(study)[0]
 

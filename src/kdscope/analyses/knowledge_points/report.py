@@ -1,7 +1,7 @@
 """Report section of the knowledge-point analysis (docs/knowledge_points.md).
 
 :func:`render` turns the JSON result of
-:class:`~kdscope.analyses.knowledge_points.KnowledgePointsAnalysis` into an HTML fragment: the
+:class:`~kdscope.analyses.knowledge_points.knowledge_points.KnowledgePointsAnalysis` into an HTML fragment: the
 settings actually used; per diagnosed layer the hypothesis verdicts, the paired differences
 student − baseline behind them (with the per-epoch displacement D_epoch beside the verdict basis
 D, and pairs kept out of the verdicts marked as such), every network's own metrics, the
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdscope import io
-from kdscope.analyses.knowledge_points import cache_path
+from kdscope.analyses.knowledge_points.cache import cache_path
 from kdscope.datasets.text import EXCLUDED_IDS, PAD_ID
 from kdscope.knowledge_points.diagnosis import (
     DISPLACEMENT,

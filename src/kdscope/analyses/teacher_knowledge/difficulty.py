@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import correctness, paired, split_labels, teacher_logits
 from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise

@@ -29,15 +29,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import correctness, paired, soft_target_groups
 from kdscope.config import StudentConfig
 from kdscope.datasets.base import TensorDataset
 from kdscope.evaluation import predict_logits
+from kdscope.methods import build_method
 from kdscope.render import fmt_summary, table
 from kdscope.stats import summarise
-from kdscope.teacher_knowledge.check import Thresholds, teacher_check
+from kdscope.study import train_variant
+from kdscope.teacher_knowledge.teacher_check import Thresholds, teacher_check
 from kdscope.verdicts import ABOVE, classify
 
 if TYPE_CHECKING:
@@ -103,7 +104,6 @@ def distillation_settings(study: StudyResult) -> tuple[float, float, Group | Non
     kd = next((g for g in groups if g.method == "kd"), groups[0] if groups else None)
     if kd is None:
         return 4.0, 0.7, None
-    from kdscope.methods import build_method
 
     m = build_method(kd.method, **kd.method_params)
     total = m.ce_weight + m.soft_weight  # type: ignore[attr-defined]
@@ -192,7 +192,6 @@ class TeacherCheckAnalysis(Analysis):
         kd: Group | None,
         baseline: Group | None,
     ) -> dict[str, Any]:
-        from kdscope.study import train_variant
 
         cfg = study.config
         train = cfg.teacher.train

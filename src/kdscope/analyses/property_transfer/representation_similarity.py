@@ -3,7 +3,7 @@ teacher's and each student's layers.
 
 On ``n_inputs`` seeded test inputs, the full L_T × L_S matrix of linear CKA between the
 teacher's layers (stages, ``conv``, ``fc1``, ``fc2``, logits: the model's named layers in
-forward order) and each model's, with both estimators of :mod:`kdscope.property_transfer.cka`:
+forward order) and each model's, with both estimators of :mod:`kdscope.property_transfer.representation_similarity`:
 the **biased** plug-in CKA and the **debiased** CKA (unbiased HSIC). Flattened convolutional
 maps have far more features than inputs, where the biased estimator is pulled toward 1 whatever
 the representations (0.89 for independent random features, 2,048 of them on 256 inputs); the
@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor, nn
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     control_students,
     premise,
@@ -49,7 +48,7 @@ from kdscope.analyses.study_views import (
     test_subset,
     transfer_record,
 )
-from kdscope.property_transfer.cka import (
+from kdscope.property_transfer.representation_similarity import (
     ESTIMATORS,
     Estimator,
     LayerGrams,

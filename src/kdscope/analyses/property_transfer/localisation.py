@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     control_students,
     premise,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from kdscope.property_transfer.attacks import predict_labels
+from kdscope.property_transfer.adversarial import predict_labels
 
 __all__ = [
     "Plane",

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import split_labels, superclass, teacher_logits
 from kdscope.render import figure_html, plt, table
-from kdscope.teacher_knowledge.geometry import hierarchy_score
+from kdscope.teacher_knowledge.class_geometry import hierarchy_score
 from kdscope.teacher_knowledge.rescaling import softmax
 from kdscope.teacher_knowledge.soft_labels import (
     class_correlation,

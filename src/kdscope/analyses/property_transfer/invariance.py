@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     PerSeed,
     control_differences,
@@ -40,6 +39,7 @@ from kdscope.config import StudentConfig
 from kdscope.property_transfer.invariance import HEADLINE, STRENGTHS, agreement, transformed_pair
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
+from kdscope.study import train_variant
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -159,8 +159,6 @@ class InvarianceAnalysis(Analysis):
     def _control_models(self, study: StudyResult) -> dict[str, Any]:
         """T* (the teacher's recipe without the students' missing augmentations) and the S*
         students distilled from it, trained or resumed under ``DIR/analyses/invariance``."""
-        from kdscope.study import train_variant
-
         cfg = study.config
         kept = tuple(a for a in cfg.teacher.train.augment if a in cfg.student.train.augment)
         recipe = cfg.teacher.train.model_copy(update={"augment": kept})
@@ -177,7 +175,6 @@ class InvarianceAnalysis(Analysis):
     def _star_student(
         study: StudyResult, g: Group, teacher: nn.Module, root: Any
     ) -> dict[int, nn.Module]:
-        from kdscope.study import train_variant
 
         spec = StudentConfig(method=g.method, name=g.name + STAR, **g.method_params)
         return {

@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import superclass, teacher_logits
 from kdscope.models.hooks import get_module, resolve_layer
 from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
-from kdscope.teacher_knowledge.geometry import (
+from kdscope.teacher_knowledge.class_geometry import (
     class_similarity,
     distance_order_agreement,
     hierarchy_correlation,

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import bound_method, soft_target_groups, teacher_logits
 from kdscope.methods.soft_target import SoftTargets
 from kdscope.render import figure_html, fmt_summary, plt, table

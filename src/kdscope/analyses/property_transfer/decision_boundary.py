@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
-from kdscope.analyses.domains import domain_names
+from kdscope.analyses.base import Analysis, register_analysis
+from kdscope.analyses.property_transfer.domains import domain_names
 from kdscope.analyses.study_views import (
     control_differences,
     control_students,
@@ -34,7 +33,7 @@ from kdscope.analyses.study_views import (
     student_gaps,
     transfer_record,
 )
-from kdscope.property_transfer.boundary import (
+from kdscope.property_transfer.decision_boundary import (
     boundary_similarity,
     plane_predictions,
     planes_from_triplets,

@@ -40,8 +40,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from kdscope.analyses import register_analysis
-from kdscope.analyses.base import Analysis
+from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     control_differences,
     control_students,
@@ -53,9 +52,15 @@ from kdscope.analyses.study_views import (
     transfer_record,
 )
 from kdscope.config import ModelConfig, StudentConfig
-from kdscope.property_transfer.attacks import calibrate_eps, ifgsm, predict_labels, transfer_rates
+from kdscope.property_transfer.adversarial import (
+    calibrate_eps,
+    ifgsm,
+    predict_labels,
+    transfer_rates,
+)
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
+from kdscope.study import train_variant
 
 if TYPE_CHECKING:
     from kdscope.analyses.study_views import PerSeed
@@ -96,8 +101,6 @@ def foreign_model(study: StudyResult, foreign: str | dict[str, Any]) -> nn.Modul
     """The foreign attack source: ``foreign`` (a model name or ``{name, ...parameters}``)
     trained with cross-entropy on the teacher's recipe and seed into
     ``DIR/analyses/adversarial/foreign_NAME…`` (resumed, not retrained, when it exists)."""
-    from kdscope.study import train_variant
-
     model = ModelConfig.model_validate(foreign)
     spec = StudentConfig(method="ce", name="foreign", model=model)
     suffix = "".join(f"_{k}{v}" for k, v in sorted(model.params.items()))
