@@ -14,11 +14,7 @@ from torch import Tensor, nn
 from kdscope.datasets.base import Batch, TensorDataset
 from kdscope.errors import KdscopeError
 from kdscope.methods import BindContext, Method, build_method
-from kdscope.methods.kd import soft_cross_entropy
-from kdscope.methods.kd_pt import pt_targets
-from kdscope.methods.kd_sim import class_mean_targets, cosine_matrix, cosine_targets
-from kdscope.methods.kd_topk import top_k_count, top_k_mask, topk_targets
-from kdscope.methods.soft_target import (
+from kdscope.methods.controlled_targets import (
     SoftTargetMethod,
     SoftTargets,
     logit_gradient,
@@ -26,6 +22,10 @@ from kdscope.methods.soft_target import (
     teacher_probabilities,
     temper,
 )
+from kdscope.methods.kd import soft_cross_entropy
+from kdscope.methods.kd_pt import pt_targets
+from kdscope.methods.kd_sim import class_mean_targets, cosine_matrix, cosine_targets
+from kdscope.methods.kd_topk import top_k_count, top_k_mask, topk_targets
 from kdscope.models import Outputs
 
 # A hand-computed golden example (tau = 2, lam = 0.7).

@@ -19,7 +19,7 @@ from scipy import stats as _scipy_stats
 from torch import nn
 
 from kdscope.methods import METHODS, BindContext, Method, build_method
-from kdscope.methods.soft_target import SoftTargets
+from kdscope.methods.controlled_targets import SoftTargets
 from kdscope.stats import summarise
 from kdscope.verdicts import ABOVE, TOO_FEW_SEEDS, classify, transfer
 

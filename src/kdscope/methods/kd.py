@@ -82,7 +82,7 @@ class KD(Method):
     Terms ``"ce"`` (gamma * CE) and ``"kd"`` (alpha * tau^2 * batch-mean KL summed over classes).
     Defaults (RepDistiller's KD script): tau = 4, gamma = 0.1, alpha = 0.9. The teacher's logits
     are constants (no gradient reaches the teacher). Satisfies
-    :class:`kdscope.methods.soft_target.SoftTargets` with q = softmax(v/tau), ce_weight = gamma,
+    :class:`kdscope.methods.controlled_targets.SoftTargets` with q = softmax(v/tau), ce_weight = gamma,
     soft_weight = alpha.
     """
 

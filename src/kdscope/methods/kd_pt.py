@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from kdscope.methods.controlled_targets import SoftTargetMethod, gt_mass_target
 from kdscope.methods.registry import register_method
-from kdscope.methods.soft_target import SoftTargetMethod, gt_mass_target
 
 
 def pt_targets(rho: Tensor, labels: Tensor) -> Tensor:

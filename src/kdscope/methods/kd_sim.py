@@ -23,8 +23,12 @@ from torch import Tensor, nn
 
 from kdscope.errors import KdscopeError
 from kdscope.methods.base import BindContext, require_teacher
+from kdscope.methods.controlled_targets import (
+    SoftTargetMethod,
+    require_bound,
+    teacher_probabilities,
+)
 from kdscope.methods.registry import register_method
-from kdscope.methods.soft_target import SoftTargetMethod, require_bound, teacher_probabilities
 from kdscope.models.hooks import get_module, resolve_layer
 
 VARIANTS = ("class_mean", "weight_cosine")

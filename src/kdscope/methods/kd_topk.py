@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from kdscope.errors import KdscopeError
+from kdscope.methods.controlled_targets import SoftTargetMethod
 from kdscope.methods.registry import register_method
-from kdscope.methods.soft_target import SoftTargetMethod
 
 TAILS = ("uniform", "zero_renorm")
 

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 
 from kdscope.methods.base import BindContext, require_teacher
-from kdscope.methods.registry import register_method
-from kdscope.methods.soft_target import (
+from kdscope.methods.controlled_targets import (
     SoftTargetMethod,
     gt_mass_target,
     require_bound,
     teacher_probabilities,
 )
+from kdscope.methods.registry import register_method
 
 
 def mean_gt_probability(rho: Tensor, labels: Tensor) -> Tensor:

@@ -25,9 +25,9 @@ from torch import Tensor
 from kdscope.datasets.base import Batch
 from kdscope.errors import KdscopeError
 from kdscope.methods.base import BindContext, Method, check_weights
+from kdscope.methods.controlled_targets import require_bound
 from kdscope.methods.kd import soft_target_loss
 from kdscope.methods.registry import register_method
-from kdscope.methods.soft_target import require_bound
 from kdscope.models.hooks import Outputs
 
 

@@ -29,7 +29,7 @@ import torch
 
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import bound_method, soft_target_groups, teacher_logits
-from kdscope.methods.soft_target import SoftTargets
+from kdscope.methods.controlled_targets import SoftTargets
 from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import pearson_statistic, summarise
 from kdscope.teacher_knowledge.rescaling import (
