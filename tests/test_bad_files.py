@@ -579,3 +579,37 @@ def test_a_failed_write_leaves_no_tmp_file(tmp_path: Path) -> None:
         io._atomic_write(tmp_path / "a.txt", fail, "w")
     assert list(tmp_path.iterdir()) == []
     assert io.clean_orphans(tmp_path) == []
+
+
+def test_json_files_are_strict_json(tmp_path: Path) -> None:
+    """An undefined number is written as null, never as the bare NaN or Infinity that strict
+    readers (jq, JSON.parse) reject."""
+    path = tmp_path / "a.json"
+    io.write_json(path, {"mean": float("nan"), "ci95": (float("-inf"), 0.5), "n": 3, "ok": True})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "mean": None,
+        "ci95": [None, 0.5],
+        "n": 3,
+        "ok": True,
+    }
+
+
+def test_finished_run_with_an_undefined_loss_is_reused(
+    trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A diverged run's loss is NaN, written as null: the run is finished, not damaged, and
+    reads back as NaN; its summary stays strict JSON."""
+    out = _copy(trained, tmp_path)
+    path = out / KD0 / "result.json"
+    path.write_text(json.dumps({**_result(out), "test_loss": None}))
+    capsys.readouterr()
+    result = train_run(trained.plan, trained.data, out / KD0, trained.teacher)
+    assert capsys.readouterr().err == ""
+    assert np.isnan(result["test_loss"])
+    assert result["test_acc"] == _result(trained.out)["test_acc"]
+    assert _run(trained, out, capsys) == (0, [])
+    assert "NaN" not in (out / "summary.json").read_text()

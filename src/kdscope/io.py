@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import secrets
@@ -129,8 +130,24 @@ def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text), "w")
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so that it is strict JSON
+    (``json.dumps`` would write the bare ``NaN`` and ``Infinity`` that jq, ``JSON.parse`` and
+    most readers reject). An undefined number reads as ``null``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    """Write ``obj`` as strict JSON (undefined numbers as ``null``: :func:`strict_json`),
+    atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -40,7 +40,14 @@ from kdscope.executor import Executor, LocalExecutor
 from kdscope.models import MODELS, build_model, resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, resume_run, writing
-from kdscope.trainer import RunPlan, check_model_io, load_checkpoint, read_metrics, run_steps
+from kdscope.trainer import (
+    RunPlan,
+    check_model_io,
+    load_checkpoint,
+    read_metrics,
+    read_trajectory,
+    run_steps,
+)
 from kdscope.trajectory import checkpoint_epochs
 from kdscope.weight_search import WeightSearchRun
 
@@ -74,7 +81,8 @@ class Run:
         return read_metrics(self.dir / "metrics.csv", self.plan.train.epochs)
 
     def trajectory(self) -> dict[str, Any]:
-        return io.read_json(self.dir / "trajectory.json")
+        """The run's checked ``trajectory.json`` (:func:`kdscope.trainer.read_trajectory`)."""
+        return read_trajectory(self.dir / "trajectory.json", self.plan)
 
 
 @dataclass

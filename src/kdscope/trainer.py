@@ -399,21 +399,36 @@ def read_trajectory(path: Path, plan: RunPlan) -> dict[str, Any]:
         for key in TRAJECTORY_SERIES:
             if key in logged and not _numbers(logged[key], n):
                 raise io.DamagedFile(path, f"layer {name!r} lacks {n} numbers in {key}")
+            if key in logged:
+                logged[key] = [_number(v) for v in logged[key]]
     return traj
 
 
-def _is_number(value: Any) -> bool:
-    """Whether ``value`` is an int or a float (NaN included), not a boolean."""
+def _is_number(value: Any, undefined: bool = False) -> bool:
+    """Whether ``value`` is an int or a float, not a boolean; with ``undefined``, None too (a
+    number that can be undefined, e.g. the loss of a diverged run, which strict JSON writes as
+    ``null``: :func:`kdscope.io.strict_json`)."""
+    if value is None:
+        return undefined
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: int | float | None) -> float:
+    """A number read from JSON as a float: ``null`` (an undefined number) is NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _numbers(values: Any, n: int) -> bool:
     """Whether ``values`` is a list of ``n`` numbers."""
-    return isinstance(values, list) and len(values) == n and all(map(_is_number, values))
+    return (
+        isinstance(values, list) and len(values) == n and all(_is_number(v, True) for v in values)
+    )
 
 
 #: the numbers of ``result.json`` that studies and reports read
 RESULT_NUMBERS = ("test_acc", "test_loss", "train_acc")
+#: those that can be undefined (``null``): the loss of a run whose weights diverged
+UNDEFINED_NUMBERS = ("test_loss",)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -462,14 +477,14 @@ def _check_finished(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str,
     if (
         not isinstance(result, dict)
         or result.get("epochs") != plan.train.epochs
-        or not all(_is_number(result.get(k)) for k in RESULT_NUMBERS)
+        or not all(_is_number(result.get(k), k in UNDEFINED_NUMBERS) for k in RESULT_NUMBERS)
     ):
         numbers = ", ".join(RESULT_NUMBERS)
         raise io.DamagedFile(path, f"it does not record {plan.train.epochs} epochs and {numbers}")
     read_metrics(run_dir / "metrics.csv", plan.train.epochs)
     read_trajectory(run_dir / "trajectory.json", plan)
     _check_checkpoints(plan, num_classes, run_dir, plan.train.epochs)
-    return result
+    return result | {k: _number(result[k]) for k in RESULT_NUMBERS}
 
 
 def _finished_result(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str, Any] | None:
