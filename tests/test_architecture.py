@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "io",
             "seeding",
             "stats",
+            "correlation",
             "verdicts",
             "render",
             "progress",

@@ -32,7 +32,7 @@ def test_one_seed_and_models_at_chance_are_named(tmp_path) -> None:
     assert at_chance and all(g["fix"] for g in at_chance)
     # a comparison with one seed is not a verdict
     kd = summary["analyses"]["accuracy"]["student_minus_baseline"]["kd"]
-    assert kd["verdict"] == "too few seeds" and all(x != x for x in kd["ci95"])  # NaN
+    assert kd["verdict"] == "too few seeds" and kd["ci95"] == [None, None]  # undefined: null
     html = (tmp_path / "report.html").read_text()
     assert "Read this first" in html and "too few seeds" in html and "no interval (1 seed)" in html
 

@@ -12,8 +12,6 @@ from kdscope import StudyResult, io, load_preset, parse_study, run_study
 from kdscope.analyses.knowledge_points.knowledge_points import (
     KnowledgePointsAnalysis,
     cache_path,
-    chance_guard,
-    hypothesis_verdict,
     mimicked_layer,
     not_a_verdict,
 )
@@ -27,32 +25,7 @@ from kdscope.knowledge_points.diagnosis import (
     network_metrics,
     statistic,
 )
-from kdscope.verdicts import directional
-
-
-def test_metric_verdicts_need_an_interval_over_seeds() -> None:
-    def diff(ci: list[float], n_seeds: int = 3) -> dict:
-        return {"ci95": ci, "ci90": ci, "n_seeds": n_seeds}
-
-    assert directional(diff([0.1, 0.5]), "higher") == "holds"
-    assert directional(diff([-0.5, -0.1]), "higher") == "does not hold"
-    assert directional(diff([-0.5, -0.1]), "lower") == "holds"
-    assert directional(diff([0.1, 0.5]), "lower") == "does not hold"
-    assert directional(diff([-0.1, 0.5]), "higher") == "inconclusive"
-    assert directional(diff([0.0, 0.5]), "higher") == "inconclusive"  # must exclude 0
-    one_seed = diff([float("nan"), float("nan")], n_seeds=1)
-    assert directional(one_seed, "higher") == "too few seeds"
-    assert hypothesis_verdict(["too few seeds", "holds"]) == "too few seeds"
-    assert chance_guard("holds", {"baseline": [1]}) == "model at chance"
-    assert chance_guard("holds", {}) == "holds"
-    assert hypothesis_verdict(["model at chance", "model at chance"]) == "model at chance"
-
-
-def test_hypothesis_verdicts() -> None:
-    assert hypothesis_verdict(["holds", "holds"]) == "holds"
-    assert hypothesis_verdict(["holds", "inconclusive"]) == "partly supported"
-    assert hypothesis_verdict(["holds", "does not hold"]) == "does not hold"
-    assert hypothesis_verdict(["inconclusive"]) == "inconclusive"
+from kdscope.verdicts import directional, hypothesis
 
 
 def test_paired_statistics() -> None:
@@ -288,7 +261,7 @@ def test_models_at_chance_get_no_verdict_and_the_others_the_interval_rule(
                 if "verdict" in m:
                     assert m["verdict"] == directional(m, m["expected"])
             for v in cmp.get("hypotheses", {}).values():
-                assert v["verdict"] == hypothesis_verdict(
+                assert v["verdict"] == hypothesis(
                     [cmp["metrics"][m]["verdict"] for m in v["metrics"]]
                 )
 

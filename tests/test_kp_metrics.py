@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kdscope.correlation import spearman
 from kdscope.knowledge_points.metrics import (
     B_DEFAULT,
     background_level,
     knowledge_points,
     learning_speed,
     point_counts,
-    spearman,
     stability,
 )
 

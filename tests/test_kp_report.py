@@ -14,8 +14,9 @@ import pytest
 
 from kdscope import load_preset, parse_study, run_study
 from kdscope.analyses.knowledge_points.cache import cache_path
-from kdscope.analyses.knowledge_points.report import VERDICT_CLASS, render
+from kdscope.analyses.knowledge_points.report import render
 from kdscope.study import StudyResult
+from kdscope.verdicts import css
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +50,11 @@ def test_section_shows_students_verdicts_settings_and_figures(
                 assert all("verdict" not in m for m in c["metrics"].values())
                 continue
             for h in c["hypotheses"].values():
-                assert f"class='{VERDICT_CLASS[h['verdict']]}'" in section
+                assert f"class='{css(h['verdict'])}'" in section
                 assert f">{h['verdict']}</td>" in section
             for m in c["metrics"].values():
                 if "verdict" in m:  # the displacement columns are shown, never a verdict
-                    assert f"class='{VERDICT_CLASS[m['verdict']]}'" in section
+                    assert f"class='{css(m['verdict'])}'" in section
     assert "1. more fg / fewer bg points, higher quality" in section
     settings = result["settings"]
     assert f"<th>λ</th><td>{settings['lambda']:.4g}</td>" in section

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from kdscope import parse_study
 from kdscope.config import load_preset, preset_names
 from kdscope.datasets import DATASETS, DataSplits, TensorDataset, build, traits
 from kdscope.errors import ConfigError, KdscopeError
-from kdscope.methods import METHODS
+from kdscope.methods import ANALYSIS_ROLES, METHODS
 from kdscope.registry import ANALYSES
 
 # ----------------------------------------------------------------------------------- datasets
@@ -185,11 +186,13 @@ def test_every_analysis_declares_itself(name: str) -> None:
     cls = ANALYSES.get(name)
     assert cls.name == name
     assert isinstance(cls.title, str) and cls.title.strip()
-    # documented by a class docstring or, the convention today (one analysis per module, no
-    # analysis class has its own docstring), by its module's docstring
-    module = inspect.getmodule(cls)
-    doc = cls.__dict__.get("__doc__") or (module.__doc__ if module is not None else None)
-    assert doc and doc.strip(), f"{name}: neither the class nor its module has a docstring"
+    # its own docstring: what it measures and the docs page that explains it
+    doc = cls.__dict__.get("__doc__")
+    assert doc and doc.strip(), f"{name}: no docstring of its own"
+    pages = re.findall(r"docs/[\w.-]+\.md", doc)
+    assert pages, f"{name}: its docstring names no docs page"
+    root = Path(__file__).resolve().parents[1]
+    assert all((root / page).is_file() for page in pages), f"{name}: {pages}"
     analysis = cls()  # the defaults construct it
     assert callable(analysis.applies_to)
     assert callable(analysis.run) and callable(analysis.report_section)
@@ -232,8 +235,20 @@ def test_every_method_declares_itself(name: str) -> None:
     cls = METHODS.get(name)
     assert cls.name == name
     assert cls.role in ROLES, f"{name}: role {cls.role!r}"
+    assert isinstance(cls.roles, frozenset), f"{name}: roles must be a frozenset"
+    assert cls.roles <= set(ANALYSIS_ROLES), (
+        f"{name}: unknown roles {cls.roles - set(ANALYSIS_ROLES)}"
+    )
     assert cls.__dict__.get("__doc__"), f"{name}: no docstring of its own"
     if cls.role == "baseline":
         assert not cls.needs_teacher
     if cls.distill_weight is not None:
         assert cls.distill_weight in inspect.signature(cls.__init__).parameters
+
+
+@pytest.mark.parametrize("role", list(ANALYSIS_ROLES))
+def test_every_analysis_role_is_played_by_a_method(role: str) -> None:
+    """Each role of the vocabulary is documented and declared by at least one registered method
+    (an analysis looking for it can find a student)."""
+    assert ANALYSIS_ROLES[role]
+    assert any(role in METHODS.get(n).roles for n in METHODS.names()), role

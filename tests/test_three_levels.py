@@ -222,17 +222,17 @@ def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None
 def test_partial_rank_correlation_removes_a_shared_cause() -> None:
     """x and y both follow z: their Spearman correlation is high, the partial one given z ~ 0;
     a y that depends on x beyond z keeps a positive partial correlation."""
-    from kdscope.analyses.teacher_knowledge.rescaling import rank_residual
-    from kdscope.teacher_knowledge.rescaling import pearson, spearman
+    from kdscope.correlation import partial_spearman, pearson, rank_residual, spearman
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=4000)
     x = z + 0.3 * rng.normal(size=4000)
     y = z + 0.3 * rng.normal(size=4000)
     assert spearman(x, y) > 0.8
-    assert abs(pearson(rank_residual(x, z), rank_residual(y, z))) < 0.05
+    assert abs(partial_spearman(x, y, z)) < 0.05
     y2 = z + 0.5 * x + 0.3 * rng.normal(size=4000)
-    assert pearson(rank_residual(x, z), rank_residual(y2, z)) > 0.3
+    assert partial_spearman(x, y2, z) > 0.3
+    assert partial_spearman(x, y2, z) == pearson(rank_residual(x, z), rank_residual(y2, z))
     # residuals are orthogonal to the control's ranks
     r = rank_residual(x, z)
     assert abs(float(np.corrcoef(r, np.argsort(np.argsort(z)))[0, 1])) < 1e-9
@@ -246,30 +246,6 @@ def test_equal_count_bins_split_ties_by_position() -> None:
     assert np.bincount(bins).tolist() == [2, 2, 2, 2, 2]
     # ascending: 0.1, 0.2 | 0.3, 0.5(i0) | 0.5(i2), 0.5(i4) | 0.5(i7), 0.7 | 0.8, 0.9
     assert bins.tolist() == [1, 0, 2, 4, 2, 1, 3, 3, 0, 4]
-
-
-def test_claim_verdict_rules() -> None:
-    """The interval rule, its mirror for a claimed decrease, and the rule combining parts (the
-    claims' own rules are tested in test_three_levels_claims.py)."""
-    from kdscope.analyses.teacher_knowledge.three_levels import (
-        all_of,
-        decrease_verdict,
-        interval_verdict,
-    )
-
-    def s(lo: float, hi: float, n: int = 5) -> dict:
-        return {"mean": (lo + hi) / 2, "ci95": [lo, hi], "n_seeds": n}
-
-    assert interval_verdict(s(0.01, 0.2)) == "reproduced"
-    assert interval_verdict(s(-0.2, -0.01)) == "not reproduced"
-    assert interval_verdict(s(-0.1, 0.1)) == "inconclusive"
-    assert interval_verdict(s(0.01, 0.2, n=1)) == "too few seeds"
-    assert decrease_verdict(s(-0.2, -0.01)) == "reproduced"
-    assert decrease_verdict(s(0.01, 0.2)) == "not reproduced"
-    assert decrease_verdict(s(-0.1, 0.1)) == "inconclusive"
-    assert all_of(["reproduced", "reproduced"]) == "reproduced"
-    assert all_of(["reproduced", "inconclusive"]) == "inconclusive"
-    assert all_of(["inconclusive", "not reproduced", "reproduced"]) == "not reproduced"
 
 
 def test_head_inputs_are_the_last_linear_layers_input() -> None:

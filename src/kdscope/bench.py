@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from kdscope.config import ModelConfig, TrainConfig
+from kdscope.correlation import spearman
 from kdscope.datasets import build as build_dataset
 from kdscope.datasets.base import DataSplits
 from kdscope.knowledge_points import metrics as kp_metrics
+from kdscope.methods import METHODS
 from kdscope.models import build_model
 from kdscope.trainer import RunPlan, load_checkpoint, train_run
 
@@ -164,7 +166,7 @@ def _kp_networks(data: DataSplits) -> dict[str, torch.nn.Module]:
     with tempfile.TemporaryDirectory() as tmp:
         for name, plan in plans.items():
             run_dir = Path(tmp) / name
-            teacher = out.get("teacher") if plan.method == "kd" else None
+            teacher = out.get("teacher") if METHODS.get(plan.method).needs_teacher else None
             train_run(plan, data, run_dir, teacher)
             epoch = plan.checkpoints[-1]
             ckpt = run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
@@ -204,7 +206,7 @@ def _agreement(h: np.ndarray, ref: np.ndarray, fg: np.ndarray) -> dict[str, floa
         counts.append((c["n_fg"][:, 0].astype(float), c["n_bg"][:, 0].astype(float)))
     (fa, ba), (fr, br) = counts
     d_fg, d_bg = np.abs(fa - fr), np.abs(ba - br)
-    rho = [kp_metrics.spearman(a, b) for a, b in zip(h, ref, strict=True)]
+    rho = [spearman(a, b, missing="nan") for a, b in zip(h, ref, strict=True)]
     return {
         "spearman": float(np.mean(rho)),
         "abs_dN_fg": float(d_fg.mean()),

@@ -26,7 +26,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
-.better,.holds{color:#067d17;font-weight:bold}.worse,.contradicts{color:#b00020;font-weight:bold}
+.better{color:#067d17;font-weight:bold}.worse{color:#b00020;font-weight:bold}
 .inconclusive{color:#8a6d00}.note{color:#666}pre{background:#f7f7f7;padding:1em;overflow:auto}
 img{max-width:100%}.guards{border:2px solid #b00020;padding:0 1em;margin:1em 0}
 figcaption{color:#555;font-size:.9em;max-width:900px}nav.toc{background:#f7f7f7;padding:.3em 1em}

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 @register_analysis
 class AccuracyAnalysis(Analysis):
+    """Test accuracy of the teacher, the baseline and every student, per seed, and each student
+    minus the baseline paired by seed, with a 95 % interval and a verdict (better / worse /
+    equivalent / inconclusive / too few seeds; docs/statistics.md).
+    """
+
     name = "accuracy"
     title = "Accuracy: distilled students against the baseline"
 
@@ -47,7 +52,7 @@ class AccuracyAnalysis(Analysis):
             [
                 html.escape(name),
                 f"{s['mean']:.4f}",
-                f"{s['std']:.4f}",
+                f"{s['std']:.4f}" if s["std"] == s["std"] else "n/a (1 seed)",  # NaN: one seed
                 fmt_interval(s, 4),
                 ", ".join(f"{v:.3f}" for v in s["per_seed"].values()),
             ]

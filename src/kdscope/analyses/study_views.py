@@ -18,10 +18,10 @@ import torch
 from scipy import stats as _scipy_stats
 from torch import nn
 
-from kdscope.methods import METHODS, BindContext, Method, build_method
+from kdscope.methods import ANALYSIS_ROLES, METHODS, BindContext, Method, build_method
 from kdscope.methods.controlled_targets import SoftTargets
 from kdscope.stats import summarise
-from kdscope.verdicts import ABOVE, TOO_FEW_SEEDS, classify, transfer
+from kdscope.verdicts import ABOVE, TOO_FEW_SEEDS, chance_guard, classify, transfer
 
 if TYPE_CHECKING:
     from kdscope.study import Group, StudyResult
@@ -140,6 +140,30 @@ def is_control(g: Group) -> bool:
     return getattr(METHODS.get(g.method), "role", None) == "control"
 
 
+def has_role(g: Group, role: str) -> bool:
+    """Whether the group's method declares ``role`` among its :attr:`Method.roles` (a key of
+    :data:`kdscope.methods.ANALYSIS_ROLES`)."""
+    if role not in ANALYSIS_ROLES:
+        raise ValueError(f"unknown method role {role!r} (known: {', '.join(ANALYSIS_ROLES)})")
+    return role in getattr(METHODS.get(g.method), "roles", frozenset())
+
+
+def students_with_role(study: StudyResult, *roles: str) -> list[Group]:
+    """The students whose method declares one of ``roles``, in that order of preference (those
+    of the first role first, each in study order), each student once."""
+    out: dict[str, Group] = {}
+    for role in roles:
+        for g in study.by_role("student"):
+            if has_role(g, role):
+                out.setdefault(g.name, g)
+    return list(out.values())
+
+
+def first_with_role(study: StudyResult, *roles: str) -> str | None:
+    """The name of the first of :func:`students_with_role`, None when no student plays a role."""
+    return next((g.name for g in students_with_role(study, *roles)), None)
+
+
 def control_differences(
     values: dict[str, PerSeed], student: str, controls: list[str], statistic: Any = None
 ) -> dict[str, dict[str, Any]]:
@@ -231,7 +255,7 @@ def transfer_record(
     chance = pair_at_chance(study, student)
     verdict = transfer(gap, list(controls.values()), margin, null)
     record: dict[str, Any] = {
-        "verdict": "model at chance" if chance else verdict,
+        "verdict": chance_guard(verdict, chance),
         "gap": gap,
         "controls": controls,
         "margin": margin,

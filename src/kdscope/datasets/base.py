@@ -50,7 +50,9 @@ class TensorDataset:
     """A dataset held as stacked tensors.
 
     ``inputs`` is (N, ...) float, ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
-    each tag (N,) int64 or float. ``modality`` tells analyses how to perturb the input ("image",
+    each tag (N,) int64 or float. ``tag_labels`` names the values of an integer tag for reports
+    (tag -> value -> name, e.g. ``{"domain": {0: "plain", 1: "coloured"}}``); a tag or value it
+    leaves out is shown by its number. ``modality`` tells analyses how to perturb the input ("image",
     "vector", "points", "text"). ``class_info`` holds per-class tensors with ``num_classes`` rows
     (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float). Text datasets hold token ids
     (N, L) int64 and their ``vocab`` (id → token; see :mod:`kdscope.datasets.text`).
@@ -67,6 +69,7 @@ class TensorDataset:
     num_classes: int
     modality: str = "image"
     tags: dict[str, Tensor] = field(default_factory=dict)
+    tag_labels: dict[str, dict[int, str]] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     class_info: dict[str, Tensor] = field(default_factory=dict)
     vocab: tuple[str, ...] = ()
@@ -82,6 +85,9 @@ class TensorDataset:
         ]:
             if t.shape[0] != n:
                 raise ValueError(f"dataset field {name!r} has {t.shape[0]} rows, labels have {n}")
+        for name in self.tag_labels:
+            if name not in self.tags:
+                raise ValueError(f"tag_labels names the values of {name!r}, which is not a tag")
         for name, t in self.class_info.items():
             if t.shape[0] != self.num_classes:
                 raise ValueError(
@@ -90,6 +96,10 @@ class TensorDataset:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def tag_label(self, tag: str, value: int) -> str:
+        """The name of ``value`` of ``tag`` (from ``tag_labels``), else ``"{tag} {value}"``."""
+        return self.tag_labels.get(tag, {}).get(int(value), f"{tag} {value}")
 
     def __getitem__(self, i: int) -> Sample:
         return Sample(
@@ -128,6 +138,7 @@ class TensorDataset:
             num_classes=self.num_classes,
             modality=self.modality,
             tags={k: v[index] for k, v in self.tags.items()},
+            tag_labels={k: dict(v) for k, v in self.tag_labels.items()},
             class_names=list(self.class_names),
             class_info=dict(self.class_info),
             vocab=self.vocab,

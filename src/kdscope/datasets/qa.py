@@ -138,6 +138,8 @@ FILLERS: tuple[tuple[str, ...], ...] = tuple(
     )
 )
 QUESTION_TYPES: tuple[str, ...] = ("where", "who", "which_place", "which_owner")
+#: the names of the generated tags' values (the ``question_type`` index)
+QA_TAG_LABELS: dict[str, dict[int, str]] = {"question_type": dict(enumerate(QUESTION_TYPES))}
 MAX_QUESTION = 8  # "which <object> is in the <adjective> <noun> ?"
 MAX_FACT = 9  # "the <colour> <object> is in the <adjective> <noun> ."
 MAX_FACTS = 20  # a bound on ``facts`` under which consistent facts are always quick to draw
@@ -198,6 +200,7 @@ def _dataset(
         num_classes=length * length,
         modality="text",
         tags={k: torch.tensor(v, dtype=torch.int64) for k, v in all_tags.items()},
+        tag_labels={k: v for k, v in QA_TAG_LABELS.items() if k in tags},
         vocab=vocab.tokens,
         annotation=annotation,
         task="span",

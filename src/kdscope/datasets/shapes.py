@@ -266,6 +266,13 @@ TEXTURE_NAMES: list[str] = [
     "fine_checker",
     "grid",
 ]
+
+#: the names of the tags' values: ``domain`` (the background) and ``texture`` (-1: none)
+TAG_LABELS: dict[str, dict[int, str]] = {
+    "domain": {v: k for k, v in BACKGROUNDS.items()},
+    "texture": {**dict(enumerate(TEXTURE_NAMES)), -1: "none"},
+}
+
 _TEXTURES: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = [
     _tex_h,
     _tex_d45,
@@ -814,6 +821,7 @@ def shapes(
                 num_classes=cfg.num_classes,
                 modality="image",
                 tags=tags,
+                tag_labels={k: v for k, v in TAG_LABELS.items() if k in tags},
                 class_names=CLASS_NAMES[: cfg.num_classes],
                 annotation="the pixels of the drawn object are foreground (exact masks)",
             )

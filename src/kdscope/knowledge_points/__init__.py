@@ -12,6 +12,7 @@ Works on any ``nn.Module``, layer path, inputs and unit map, without a study::
     rows, inputs = kp.compare(student_traj, baseline_traj)   # paired, on common inputs
 """
 
+from kdscope.correlation import spearman
 from kdscope.knowledge_points.diagnosis import (
     EXPECTED,
     HYPOTHESES,
@@ -33,9 +34,9 @@ from kdscope.knowledge_points.metrics import (
     knowledge_points,
     learning_speed,
     point_counts,
-    spearman,
     stability,
 )
+from kdscope.knowledge_points.modalities import UNIT_MAPS, register_unit_map
 from kdscope.knowledge_points.units import (
     UnitMap,
     image_grid,
@@ -48,6 +49,7 @@ from kdscope.knowledge_points.units import (
 __all__ = [
     "EXPECTED",
     "HYPOTHESES",
+    "UNIT_MAPS",
     "Discarding",
     "EntropyTrajectory",
     "EstimatorSettings",
@@ -66,6 +68,7 @@ __all__ = [
     "per_row",
     "point_counts",
     "point_units",
+    "register_unit_map",
     "token_units",
     "spearman",
     "stability",

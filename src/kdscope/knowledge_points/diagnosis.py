@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdscope.datasets.text import EXCLUDED_IDS
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points import metrics
 from kdscope.knowledge_points.estimator import (
@@ -26,10 +25,11 @@ from kdscope.knowledge_points.estimator import (
     default_lambda,
     estimate,
     perturbation_path,
-    perturbed_tensor,
     resolve_scale,
 )
-from kdscope.knowledge_points.units import UnitMap, image_grid, point_units, token_units
+from kdscope.knowledge_points.modalities import UNIT_MAPS
+from kdscope.knowledge_points.modalities import image_units as image_units  # re-exported
+from kdscope.knowledge_points.units import UnitMap
 
 # Metric name -> direction expected for a distilled student against its baseline (Zhang et al.
 # 2022).
@@ -140,31 +140,17 @@ def _series(values: Sequence[float] | None, k: int) -> np.ndarray:
     return out
 
 
-def image_units(model: nn.Module, inputs: Tensor, grid: int | None = None) -> UnitMap:
-    """The grid unit map of an image model's perturbed tensor (default: 2×2-pixel cells)."""
-    shape = tuple(perturbed_tensor(model, inputs[:1]).shape[1:])
-    return image_grid(shape, grid or shape[-1] // 2)
-
-
-#: the modalities whose inputs have a unit map
-UNIT_MODALITIES = ("image", "points", "text")
-
-
 def input_units(
     modality: str, model: nn.Module, inputs: Tensor, grid: int | None = None
 ) -> UnitMap:
-    """The unit map of a modality's perturbed tensor: image grid cells
+    """The unit map of a modality's perturbed tensor, from the builder registered for it in
+    :data:`~kdscope.knowledge_points.modalities.UNIT_MAPS`: image grid cells
     (:func:`image_units`), one unit per point of (N, P, 3) clouds (σ shared over x, y, z) or
     one unit per token of (N, L) ids (σ shared over the embedding dimensions of the model's
     ``embed`` output; padding and ``<sep>`` excluded)."""
-    if modality == "image":
-        return image_units(model, inputs, grid)
-    if modality == "points":
-        return point_units(inputs.shape[1])
-    if modality == "text":
-        dim = perturbed_tensor(model, inputs[:1]).shape[-1]
-        return token_units(inputs, dim, EXCLUDED_IDS)
-    raise KdscopeError(f"the {modality} modality has no unit map yet")
+    if modality not in UNIT_MAPS:
+        raise KdscopeError(f"the {modality} modality has no unit map yet")
+    return UNIT_MAPS.get(modality).build(model, inputs, grid)
 
 
 def entropy_trajectory(

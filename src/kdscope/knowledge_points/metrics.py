@@ -43,7 +43,6 @@ __all__ = [
     "knowledge_points",
     "learning_speed",
     "point_counts",
-    "spearman",
     "stability",
 ]
 
@@ -254,40 +253,3 @@ def stability(
     final = s[:, -1, :].sum(axis=1)
     union = s[:, (0 if include_initial else 1) :, :].any(axis=1).sum(axis=1)
     return safe_divide(final, union, 0.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# rank correlation
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of the ranks they span."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)  # 1-based rank of each group's last member
-    return (last - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation with average ranks for ties.
-
-        r_s = Σ (R_a − mean R_a)(R_b − mean R_b) / sqrt(Σ (R_a − mean R_a)² Σ (R_b − mean R_b)²)
-
-    i.e. the Pearson correlation of the average ranks R. nan if either array is constant (or has
-    fewer than two elements) or contains a non-finite value.
-    """
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
-        raise ValueError(
-            f"spearman needs two 1-D arrays of equal length, got shapes {x.shape} and {y.shape}"
-        )
-    if x.size < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        return float("nan")
-    rx = _average_ranks(x)
-    ry = _average_ranks(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
-    if den == 0.0:
-        return float("nan")
-    return float((rx * ry).sum() / den)

@@ -19,10 +19,11 @@ from kdscope.methods import (  # noqa: F401  (register the built-in methods)
     ls_matched,
     soft_label,
 )
-from kdscope.methods.base import BindContext, Method, Phase, probe
+from kdscope.methods.base import ANALYSIS_ROLES, BindContext, Method, Phase, probe
 from kdscope.methods.registry import METHODS, build_method, distillation_weight, register_method
 
 __all__ = [
+    "ANALYSIS_ROLES",
     "METHODS",
     "BindContext",
     "Method",

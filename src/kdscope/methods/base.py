@@ -34,6 +34,26 @@ from kdscope.models.hooks import Outputs, forward_with_features, resolve_layer
 T = TypeVar("T")
 
 
+ANALYSIS_ROLES: dict[str, str] = {
+    "logit_kd": "Hinton's KD, the soft target softmax(v/tau) of the teacher's full logits: the "
+    "method the papers' claims are about (teacher_check: the distillation settings and the "
+    "noisy-tail reference; rescaling: the counterfactual target; three_levels: KD)",
+    "label_smoothing": "label smoothing, the universe-knowledge control without a teacher's "
+    "class relations (difficulty: the reference group; three_levels: LS, after "
+    "label_smoothing_matched)",
+    "label_smoothing_matched": "label smoothing whose label mass matches the teacher's mean "
+    "confidence (LS-matched), preferred to plain label smoothing where both are present "
+    "(difficulty, three_levels)",
+    "true_class_target": "the teacher's probability of the true class only, a uniform tail "
+    "(three_levels: KD-pt)",
+    "topk_target": "the teacher's top-k probabilities only (teacher_check: the noisy-tail check; "
+    "three_levels: KD-topk)",
+}
+"""The vocabulary of :attr:`Method.roles`: what an analysis may look for in a study's students,
+with the analyses that look for it (via :func:`kdscope.analyses.study_views.students_with_role`).
+Where several students play a role the analyses take the first in study order."""
+
+
 @dataclass
 class BindContext:
     """What a method may look at before training starts."""
@@ -66,6 +86,10 @@ class Method(nn.Module):
     #: (labels only) or ``"control"`` (a no-teacher control that mimics the form of a teacher's
     #: signal, e.g. the soft-label control of the property-transfer analyses)
     role: ClassVar[str] = "distillation"
+    #: the parts the method can play in the analyses, each a key of :data:`ANALYSIS_ROLES`;
+    #: analyses pick students by these (never by method name), so a user's method declaring a
+    #: role is picked up exactly like the built-in one. Inherited by subclasses.
+    roles: ClassVar[frozenset[str]] = frozenset()
 
     def bind(self, ctx: BindContext) -> None:  # noqa: B027  (optional hook)
         """Resolve layers and build trainable parts; the default needs nothing."""

@@ -87,6 +87,7 @@ class KD(Method):
     """
 
     distill_weight = "alpha"
+    roles = frozenset({"logit_kd"})
 
     def __init__(self, tau: float = 4.0, gamma: float = 0.1, alpha: float = 0.9) -> None:
         super().__init__()

@@ -30,5 +30,7 @@ class KDPt(SoftTargetMethod):
     """KD-pt: L(q) with q_g = rho_g, q_i = (1 - rho_g)/(K - 1). Parameters: tau, lam,
     target_temperature (see :class:`SoftTargetMethod`)."""
 
+    roles = frozenset({"true_class_target"})
+
     def build(self, rho: Tensor, labels: Tensor) -> Tensor:
         return pt_targets(rho, labels)

@@ -60,6 +60,8 @@ class KDTopK(SoftTargetMethod):
     "zero_renorm", and tau, lam, target_temperature (see :class:`SoftTargetMethod`).
     """
 
+    roles = frozenset({"topk_target"})
+
     def __init__(
         self,
         tau: float = 4.0,

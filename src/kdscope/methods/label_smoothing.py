@@ -32,6 +32,7 @@ class LabelSmoothing(Method):
     """
 
     needs_teacher = False
+    roles = frozenset({"label_smoothing"})
     tau: float = 1.0  # the SoftTargets temperature: LS acts on p = p^1
 
     def __init__(self, eps: float = 0.1) -> None:

@@ -42,6 +42,8 @@ class LSMatched(SoftTargetMethod):
     mean of the teacher's ground-truth probability (buffer ``rho_bar``, set by ``bind``).
     Parameters: tau, lam, target_temperature (see :class:`SoftTargetMethod`)."""
 
+    roles = frozenset({"label_smoothing_matched", "label_smoothing"})
+
     def __init__(self, tau: float = 4.0, lam: float = 0.7, target_temperature: str = "pre") -> None:
         super().__init__(tau, lam, target_temperature)
         self.register_buffer("rho_bar", torch.tensor(float("nan")))  # set by bind

@@ -12,6 +12,7 @@ instance-specific (gradient rescaling by the teacher's confidence) analyses, plu
     report = tk.teacher_check(v, labels, tau=4.0, lam=0.7, superclass=superclass)
 """
 
+from kdscope.correlation import auroc, average_ranks, kendall_tau_b, pearson, spearman
 from kdscope.teacher_knowledge.calibration import (
     brier,
     brier_per_example,
@@ -27,19 +28,15 @@ from kdscope.teacher_knowledge.class_geometry import (
     distance_order_agreement,
     hierarchy_correlation,
     hierarchy_score,
-    kendall_tau_b,
     mantel,
     upper,
 )
 from kdscope.teacher_knowledge.rescaling import (
     Rescaling,
-    average_ranks,
     closed_form_w,
     decile_curve,
-    pearson,
     rescaling_factors,
     softmax,
-    spearman,
 )
 from kdscope.teacher_knowledge.soft_labels import (
     class_correlation,
@@ -52,7 +49,6 @@ from kdscope.teacher_knowledge.soft_labels import (
 from kdscope.teacher_knowledge.teacher_check import (
     DEFAULT_THRESHOLDS,
     Thresholds,
-    auroc,
     teacher_check,
 )
 

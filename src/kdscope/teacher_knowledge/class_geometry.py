@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdscope.teacher_knowledge.rescaling import _probs_labels, pearson, spearman
+from kdscope.correlation import kendall_tau_b, pearson, spearman
+from kdscope.teacher_knowledge.rescaling import _probs_labels
 
 __all__ = [
     "class_similarity",
     "distance_order_agreement",
     "hierarchy_correlation",
     "hierarchy_score",
-    "kendall_tau_b",
     "mantel",
     "upper",
 ]
@@ -146,45 +146,6 @@ def mantel(
             rp = (bp @ ac) / nb
         hits += int(np.count_nonzero(rp >= r - 1e-12))
     return r, (1.0 + hits) / (1.0 + permutations)
-
-
-def _signs(a: np.ndarray, iu: np.ndarray, ju: np.ndarray) -> np.ndarray:
-    """sign(a_i − a_j) for the pairs (iu, ju), as int8 (rows of a)."""
-    left, right = a[:, iu], a[:, ju]
-    return (left > right).astype(np.int8) - (left < right).astype(np.int8)
-
-
-def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    """Kendall τ_b of x and y along the last axis (row by row for 2-D input).
-
-        τ_b = Σ_{i<j} sgn(x_i − x_j) sgn(y_i − y_j) / sqrt(n_x n_y),
-        n_x = #{i<j : x_i ≠ x_j},   n_y = #{i<j : y_i ≠ y_j}
-
-    (n_x = n_0 − n_1, n_y = n_0 − n_2 in the usual notation.) Nan for a row with a nan or with
-    n_x n_y = 0 (all tied on one side, or fewer than two entries). 1-D input returns a float.
-    """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
-    if xa.shape != ya.shape or xa.ndim not in (1, 2):
-        raise ValueError(f"x and y must be 1-D or 2-D of one shape, got {xa.shape} and {ya.shape}")
-    one = xa.ndim == 1
-    xa, ya = np.atleast_2d(xa), np.atleast_2d(ya)
-    n, m = xa.shape
-    iu, ju = np.triu_indices(m, 1)
-    out = np.full(n, np.nan)
-    step = max(1, _CHUNK // max(iu.size, 1))
-    for s in range(0, n, step):
-        sx = _signs(xa[s : s + step], iu, ju)
-        sy = _signs(ya[s : s + step], iu, ju)
-        num = (sx * sy).sum(axis=1, dtype=np.int64)
-        den = np.sqrt(
-            np.count_nonzero(sx, axis=1).astype(np.float64)
-            * np.count_nonzero(sy, axis=1).astype(np.float64)
-        )
-        out[s : s + step] = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
-    bad = np.isnan(xa).any(axis=1) | np.isnan(ya).any(axis=1)
-    out[bad] = np.nan
-    return float(out[0]) if one else out
 
 
 def _drop_gt(a: np.ndarray, labels: np.ndarray) -> np.ndarray:

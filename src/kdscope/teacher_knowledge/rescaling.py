@@ -19,8 +19,8 @@ and the rescaling factor of example x is the L1 ratio against the plain hard-lab
 At τ = 1 with a = 1 − λ, s = λ: w_g = 1 − λ (1 − ρ_g) / (1 − p_g) exactly, and w = w_g whenever
 p_i ≥ λ ρ_i for every i ≠ g (then all wrong-class components are ≥ 0 and ‖∇L‖₁ = 2 |∂L/∂z_g|).
 
-Also here: numerically stable softmax, a quantile-bin curve, and Pearson / Spearman correlations
-(nan-safe, numpy only) used by the other modules of this package.
+Also here: numerically stable softmax and a quantile-bin curve, used by the other modules of this
+package (the correlations are in :mod:`kdscope.correlation`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,10 @@ from kdscope.stats import safe_divide
 
 __all__ = [
     "Rescaling",
-    "average_ranks",
     "closed_form_w",
     "decile_curve",
-    "pearson",
     "rescaling_factors",
     "softmax",
-    "spearman",
 ]
 
 
@@ -163,7 +160,7 @@ def closed_form_w(
 
 
 # --------------------------------------------------------------------------------------------------
-# curves and correlations
+# decile curves
 
 
 def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,43 +199,3 @@ def decile_curve(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, np
         "median": median,
         "count": count[keep].astype(np.int64),
     }
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of a 1-D array, ties sharing the mean of the ranks they span."""
-    _, inverse, counts = np.unique(np.asarray(x), return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)  # 1-based rank of each group's last member
-    return (last - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
-def _pearson_clean(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return float("nan")
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ac = a - a.mean()
-    bc = b - b.mean()
-    den = float(np.sqrt((ac * ac).sum() * (bc * bc).sum()))
-    if den == 0.0:
-        return float("nan")
-    return float(np.clip((ac * bc).sum() / den, -1.0, 1.0))
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation r = Σ (x − x̄)(y − ȳ) / sqrt(Σ (x − x̄)² Σ (y − ȳ)²).
-
-    Pairs with a nan are dropped; nan when fewer than two pairs remain, when either side is
-    constant, or when an infinite value remains.
-    """
-    return _pearson_clean(*_finite_pairs(x, y))
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman correlation: the Pearson correlation of average ranks (ties share their mean rank).
-
-    Pairs with a nan are dropped; nan when fewer than two pairs remain or either side is constant.
-    """
-    a, b = _finite_pairs(x, y)
-    if a.size < 2:
-        return float("nan")
-    return _pearson_clean(average_ranks(a), average_ranks(b))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdscope.correlation import pearson
 from kdscope.teacher_knowledge.class_geometry import _drop_gt, _pair_masks, _square, hierarchy_score
-from kdscope.teacher_knowledge.rescaling import _gt, _probs_labels, pearson
+from kdscope.teacher_knowledge.rescaling import _gt, _probs_labels
 
 __all__ = [
     "class_correlation",

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from kdscope.correlation import auroc
 from kdscope.teacher_knowledge.calibration import ece
-from kdscope.teacher_knowledge.rescaling import _gt, _probs_labels, average_ranks, softmax
+from kdscope.teacher_knowledge.rescaling import _gt, _probs_labels, softmax
 from kdscope.teacher_knowledge.soft_labels import (
     class_mean_matrix,
     non_gt_mass,
@@ -38,29 +39,7 @@ from kdscope.teacher_knowledge.soft_labels import (
     tail_concentration,
 )
 
-__all__ = ["DEFAULT_THRESHOLDS", "Thresholds", "auroc", "teacher_check"]
-
-
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve by the Mann–Whitney statistic, ties counted 1/2:
-
-        AUROC = (1/(n₊ n₋)) Σ_{i ∈ +} Σ_{j ∈ −} (1[s_i > s_j] + ½ 1[s_i = s_j])
-              = (Σ_{i ∈ +} R_i − n₊(n₊ + 1)/2) / (n₊ n₋),   R = average ranks of s
-
-    Examples with a nan score are dropped; nan when either class is absent.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    pos = np.asarray(positives).reshape(-1).astype(bool)
-    if s.shape != pos.shape:
-        raise ValueError(f"scores and positives differ in size: {s.size} vs {pos.size}")
-    keep = ~np.isnan(s)
-    s, pos = s[keep], pos[keep]
-    n_pos = int(pos.sum())
-    n_neg = int(pos.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    u = average_ranks(s)[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+__all__ = ["DEFAULT_THRESHOLDS", "Thresholds", "teacher_check"]
 
 
 @dataclass(frozen=True)

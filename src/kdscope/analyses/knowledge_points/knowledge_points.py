@@ -45,7 +45,6 @@ from kdscope.knowledge_points.diagnosis import (
     DISPLACEMENT,
     EXPECTED,
     HYPOTHESES,
-    UNIT_MODALITIES,
     EntropyTrajectory,
     compare,
     entropy_trajectory,
@@ -55,6 +54,7 @@ from kdscope.knowledge_points.diagnosis import (
     statistic,
 )
 from kdscope.knowledge_points.estimator import EstimatorSettings, Mode
+from kdscope.knowledge_points.modalities import UNIT_MAPS
 from kdscope.methods.feature_mimic import FeatureMimic
 from kdscope.models.hooks import resolve_layer
 from kdscope.progress import progress
@@ -75,31 +75,15 @@ VERDICT_DISTANCE = "per-step path length"
 MODES = ("fast", "reference", "optimum")
 
 
-AT_CHANCE = "model at chance"
-
-
-def chance_guard(verdict: str, at_chance: dict[str, list[int]]) -> str:
-    """``verdict``, or "model at chance" when a compared network has seeds at chance level."""
-    return AT_CHANCE if at_chance else verdict
-
-
-def hypothesis_verdict(verdicts: list[str]) -> str:
-    """holds if every metric holds; does not hold if any contradicts; partly supported if some
-    hold; too few seeds / model at chance if any metric reads so (they share their seeds and
-    networks); inconclusive otherwise. Metric verdicts come from
-    :func:`kdscope.verdicts.directional` through :func:`chance_guard`."""
-    for guard in (verdicts_.TOO_FEW_SEEDS, AT_CHANCE):
-        if guard in verdicts:
-            return guard
-    if all(v == verdicts_.HOLDS for v in verdicts):
-        return verdicts_.HOLDS
-    if any(v == verdicts_.DOES_NOT_HOLD for v in verdicts):
-        return verdicts_.DOES_NOT_HOLD
-    return "partly supported" if verdicts_.HOLDS in verdicts else verdicts_.INCONCLUSIVE
-
-
 @register_analysis
 class KnowledgePointsAnalysis(Analysis):
+    """Knowledge points (Cheng et al. 2020; Zhang et al. 2022) of every network at its diagnosed
+    layers: the per-unit information discarding σ on the diagnosed inputs at each checkpoint,
+    the foreground and background knowledge points, their ratio (quality), learning speed D_mean
+    and stability ρ, and the hypotheses that distillation adds foreground points, drops background
+    ones, learns faster and more stably, each a verdict over seeds (docs/knowledge_points.md).
+    """
+
     name = "knowledge_points"
     title = "Knowledge points: quantity, quality, learning speed and stability"
 
@@ -167,7 +151,7 @@ class KnowledgePointsAnalysis(Analysis):
     # -- applicability ---------------------------------------------------------------------
 
     def applies_to(self, study: StudyResult) -> str | None:
-        if study.data.train.modality not in UNIT_MODALITIES:
+        if study.data.train.modality not in UNIT_MAPS:
             return f"the {study.data.train.modality} modality has no unit map yet"
         if not self._layers(study):
             return "the study diagnoses no layer (set 'layers', e.g. [conv, fc1])"
@@ -385,7 +369,7 @@ class KnowledgePointsAnalysis(Analysis):
             diff = summarise(paired, statistic=statistic(m, paired=True))
             per_metric[m] = {**diff, "expected": expected}
             if why_not is None and m in EXPECTED:
-                per_metric[m]["verdict"] = chance_guard(
+                per_metric[m]["verdict"] = verdicts_.chance_guard(
                     verdicts_.directional(diff, expected), at_chance
                 )
         out["metrics"] = per_metric
@@ -395,7 +379,7 @@ class KnowledgePointsAnalysis(Analysis):
             out["at_chance"] = at_chance
         out["hypotheses"] = {
             h: {
-                "verdict": hypothesis_verdict([per_metric[m]["verdict"] for m in ms]),
+                "verdict": verdicts_.hypothesis([per_metric[m]["verdict"] for m in ms]),
                 "metrics": list(ms),
             }
             for h, ms in HYPOTHESES.items()
@@ -408,31 +392,6 @@ class KnowledgePointsAnalysis(Analysis):
         return render(result, study)
 
 
-#: where each modality's unit, exclusions and scale come from (docs/knowledge_points.md)
-_UNITS = {
-    "image": (
-        "a cell of the {grid} grid, σ shared over its pixels and channels",
-        "none",
-        "1 after the model's normaliser; else the pixel std of the diagnosed inputs",
-        "the papers",
-    ),
-    "points": (
-        "one point, σ shared over x, y, z",
-        "padding points (none in fixed-size clouds)",
-        "the coordinate std of the diagnosed inputs (not of the training set)",
-        "kdscope's choice (docs/knowledge_points.md)",
-    ),
-    "text": (
-        "one token, σ shared over its embedding dimensions; noise added to the output of the "
-        "model's embedding",
-        "padding and <sep>",
-        "the RMS of the diagnosed inputs' real-token embeddings at each checkpoint (not the "
-        "whole embedding table: rows of words absent from the inputs never enter it)",
-        "kdscope's choice (docs/knowledge_points.md)",
-    ),
-}
-
-
 def assumptions(
     study: StudyResult, grid: int | None, count_question: bool, options: dict[str, Any]
 ) -> list[dict[str, str]]:
@@ -440,7 +399,9 @@ def assumptions(
     (docs/knowledge_points.md), one row each: what, the choice used here, and where the choice comes
     from; ``options`` are the analysis' own (its ``mode``)."""
     data = study.student_data.train
-    unit, excluded, scale, source = _UNITS[data.modality]
+    # where each modality's unit, exclusions and scale come from (docs/knowledge_points.md)
+    units = UNIT_MAPS.get(data.modality)
+    unit, excluded, scale, source = units.unit, units.excluded, units.scale, units.source
     if data.task == "span":
         source = "kdscope's choice (docs/knowledge_points.md)"
     side = f"{grid}×{grid}" if grid else "default (2×2-pixel cells)"

@@ -28,6 +28,7 @@ from kdscope.knowledge_points.diagnosis import (
     network_metrics,
 )
 from kdscope.render import figure_html, plt  # pyplot, with the Agg backend already selected
+from kdscope.verdicts import css
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,14 +36,6 @@ if TYPE_CHECKING:
 
     from kdscope.study import StudyResult
 
-VERDICT_CLASS = {
-    "holds": "holds",
-    "does not hold": "contradicts",
-    "inconclusive": "inconclusive",
-    "partly supported": "inconclusive",
-    "too few seeds": "inconclusive",
-    "model at chance": "inconclusive",
-}
 HYPOTHESIS_TITLES = {
     "quantity_quality": "1. more fg / fewer bg points, higher quality",
     "learning_speed": "2. faster, more simultaneous learning",
@@ -114,8 +107,9 @@ def _per_seed(metric: str, summary: dict[str, Any], sign: bool = False) -> str:
 
 
 def _verdict_td(verdict: str, content: str | None = None, title: str = "") -> str:
-    """A table cell coloured by verdict (``content`` defaults to the verdict itself)."""
-    cls = VERDICT_CLASS.get(verdict, "note")
+    """A table cell coloured by verdict (``content`` defaults to the verdict itself; a
+    placeholder such as "–" is a note)."""
+    cls = css(verdict, default="note")
     tip = f" title='{html.escape(title)}'" if title else ""
     return f"<td class='{cls}'{tip}>{content if content is not None else html.escape(verdict)}</td>"
 

@@ -57,6 +57,12 @@ NOT_MATCHED = "not matched"
 
 @register_analysis
 class AccuracyMatchedAnalysis(Analysis):
+    """The accuracy-matched control of the adversarial finding: lowers a distilled student's
+    distillation weight until it is no more accurate than the independent student (retrained
+    through the study service) and replays the teacher's attacks on it
+    (docs/property_transfer.md).
+    """
+
     name = "accuracy_matched"
     title = "Accuracy-matched control: lower distillation weight, same vulnerability?"
     requires = ("adversarial",)

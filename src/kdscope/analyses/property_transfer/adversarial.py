@@ -182,6 +182,12 @@ def summarise_source(study: StudyResult, rates: dict[str, dict[str, PerSeed]]) -
 
 @register_analysis
 class AdversarialAnalysis(Analysis):
+    """Adversarial vulnerability: iterative FGSM attacks on the teacher with ε calibrated to a
+    target fooling rate, replayed on every model; each student's fooling and same-wrong-class
+    gaps over its independent student, against a foreign-source attack and the soft-label
+    control (docs/property_transfer.md).
+    """
+
     name = "adversarial"
     title = "Adversarial vulnerability: do the teacher's attacks fool the students?"
 

@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 
 @register_analysis
 class DecisionBoundaryAnalysis(Analysis):
+    """Decision-boundary similarity to the teacher on planes through triplets of test inputs with
+    three distinct labels: the fraction of grid points where a model and the teacher predict the
+    same class, distilled against independent and the soft-label control, with a figure of one
+    plane (docs/property_transfer.md).
+    """
+
     name = "decision_boundary"
     title = "Decision boundaries: similarity to the teacher on planes through input triplets"
 

@@ -43,14 +43,10 @@ if TYPE_CHECKING:
 
 
 def domain_names(study: StudyResult) -> dict[int, str]:
-    """Domain index -> name (the ``shapes`` backgrounds, else ``domain k``)."""
-    values = sorted(set(study.data.test.tags["domain"].tolist()))
-    names: dict[int, str] = {}
-    if study.config.dataset.name == "shapes":
-        from kdscope.datasets.shapes import BACKGROUNDS
-
-        names = {v: k for k, v in BACKGROUNDS.items()}
-    return {int(v): names.get(int(v), f"domain {v}") for v in values}
+    """Domain index -> name, as the dataset names its ``domain`` tag's values (``tag_labels``:
+    e.g. the ``shapes`` backgrounds), else ``domain k``."""
+    test = study.data.test
+    return {int(v): test.tag_label("domain", v) for v in sorted(set(test.tags["domain"].tolist()))}
 
 
 def restrict(values: dict[str, PerSeed], mask: np.ndarray) -> dict[str, PerSeed]:
@@ -68,6 +64,11 @@ def compare(study: StudyResult, values: dict[str, PerSeed]) -> dict[str, Any]:
 
 @register_analysis
 class DomainsAnalysis(Analysis):
+    """Unseen domains: accuracy and consensus with the teacher on each test domain (the dataset's
+    ``domain`` tag) when the teacher saw more domains than the students, and consensus on
+    edge, sketch and silhouette renderings of the test images (docs/property_transfer.md).
+    """
+
     name = "domains"
     title = "Unseen domains: accuracy and consensus with the teacher"
 

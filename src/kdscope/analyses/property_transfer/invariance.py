@@ -51,6 +51,12 @@ STAR = "*"  # suffix of the models distilled from the control teacher T*
 
 @register_analysis
 class InvarianceAnalysis(Analysis):
+    """Whether students inherit the teacher's augmentation invariances: agreement of each model's
+    predictions on pairs of transformed test inputs (colour jitter, crops, shifts), against the
+    independent student, a teacher trained without those augmentations (T*, distilled the same
+    way) and the soft-label control (docs/property_transfer.md).
+    """
+
     name = "invariance"
     title = "Invariance: do students inherit the teacher's augmentation invariances?"
 

@@ -95,6 +95,11 @@ def independent_spread(similarity: PerSeed) -> dict[str, Any] | None:
 
 @register_analysis
 class LocalisationAnalysis(Analysis):
+    """Localisation: the Grad-CAM map of the true class at each model's last conv layer, and the
+    rate at which a distilled student's map is closer (cosine) to the teacher's than its
+    independent student's, against the soft-label control (docs/property_transfer.md).
+    """
+
     name = "localisation"
     title = "Localisation: Grad-CAM win rate against the independent student"
 

@@ -21,7 +21,7 @@ shape bias             weak    no      no
 sub-group bias         yes     –       –
 =====================  ======  ======  ======
 
-Scoring of a row (``status``):
+Scoring of a row (:func:`kdscope.verdicts.claim_status`):
 
 * the paper found transfer ("yes"): **reproduced** when the verdict is *transfers*; **not
   reproduced** when it is *no transfer* (equivalence shown), *away from the teacher* or
@@ -38,9 +38,9 @@ Scoring of a row (``status``):
 A **finding** is one property (the sub-properties the paper reports separately count apart:
 colour, crop, shift; unseen domains and renderings) for one method family; the rows behind it
 (several students of one family, several unseen domains) count once: reproduced when every
-scored row is, not reproduced when every scored row is not, mixed otherwise. The
-accuracy-matched rows re-measure the adversarial finding on retrained students: shown, never
-counted.
+scored row is, not reproduced when every scored row is not, mixed otherwise
+(:func:`kdscope.verdicts.combine_statuses`). The accuracy-matched rows re-measure the adversarial
+finding on retrained students: shown, never counted.
 """
 
 from __future__ import annotations
@@ -50,7 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.render import fmt_summary, table
-from kdscope.verdicts import AWAY, CONFOUNDED, NO_TRANSFER, TRANSFERS, css
+from kdscope.verdicts import (
+    MIXED,
+    NOT_REPRODUCED,
+    NOT_SCORED,
+    REPRODUCED,
+    claim_status,
+    combine_statuses,
+    css,
+)
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
@@ -69,33 +77,6 @@ EXPECTED: dict[str, dict[str, Expect]] = {
 }
 #: analyses whose rows re-measure another analysis' finding: shown, not counted
 ROBUSTNESS = {"accuracy_matched": "adversarial"}
-REPRODUCED, NOT_REPRODUCED, MIXED, NOT_SCORED = (
-    "reproduced",
-    "not reproduced",
-    "mixed",
-    "not scored",
-)
-
-
-def status(expected: Expect, verdict: str, premise: str = "met") -> tuple[str, str]:
-    """(status, reason) of one row; see the module docstring."""
-    if expected not in ("yes", "no"):
-        return NOT_SCORED, "the paper's effect is weak or not reported"
-    if premise == "unmet":
-        return NOT_SCORED, "premise unmet: not more accurate than the independent student"
-    if expected == "yes":
-        if verdict == TRANSFERS:
-            return REPRODUCED, ""
-        if verdict in (NO_TRANSFER, AWAY, CONFOUNDED):
-            return NOT_REPRODUCED, verdict
-    else:
-        if verdict == NO_TRANSFER:
-            return REPRODUCED, "equivalence shown"
-        if verdict == TRANSFERS:
-            return NOT_REPRODUCED, ""
-        if verdict in (AWAY, CONFOUNDED):
-            return NOT_SCORED, f"{verdict}: equivalence not shown"
-    return NOT_SCORED, verdict
 
 
 def finding_name(analysis: str, what: str) -> str:
@@ -108,20 +89,14 @@ def finding_name(analysis: str, what: str) -> str:
     return what
 
 
-def combine(statuses: list[str]) -> str:
-    """One finding's status from its rows' statuses (the scored ones)."""
-    scored = [s for s in statuses if s != NOT_SCORED]
-    if not scored:
-        return NOT_SCORED
-    if all(s == REPRODUCED for s in scored):
-        return REPRODUCED
-    if all(s == NOT_REPRODUCED for s in scored):
-        return NOT_REPRODUCED
-    return MIXED
-
-
 @register_analysis
 class PropertyClaimsAnalysis(Analysis):
+    """One table of Ojha et al.'s findings per property and method family (KD, Hint, CRD,
+    soft-label): the measured gap, its verdict against the controls, and whether the paper's
+    finding reproduced, was contradicted, or could not be scored and why
+    (docs/property_transfer.md).
+    """
+
     name = "property_claims"
     title = "Property transfer: which of the paper's findings reproduced"
 
@@ -139,7 +114,7 @@ class PropertyClaimsAnalysis(Analysis):
                 for student, rec in per.items():
                     method = methods.get(student, "")
                     expected = EXPECTED[analysis].get(method, "–")
-                    st, reason = status(expected, rec["verdict"], rec.get("premise", "met"))
+                    st, reason = claim_status(expected, rec["verdict"], rec.get("premise", "met"))
                     counted = analysis not in ROBUSTNESS
                     rows.append(
                         {
@@ -169,7 +144,7 @@ class PropertyClaimsAnalysis(Analysis):
                 "family": fam,
                 "paper": rs[0]["paper"],
                 "rows": len(rs),
-                "status": combine([r["status"] for r in rs]),
+                "status": combine_statuses([r["status"] for r in rs]),
             }
             for (f, fam), rs in findings.items()
         ]

@@ -112,6 +112,12 @@ def matched_cka(
 
 @register_analysis
 class RepresentationSimilarityAnalysis(Analysis):
+    """Representation similarity to the teacher: the teacher × model linear-CKA matrix over
+    layers and the matched-layer CKA, distilled − independent paired by seed, against the
+    soft-label control; debiased CKA where a layer has more features than inputs
+    (docs/property_transfer.md).
+    """
+
     name = "representation_similarity"
     title = "Representation similarity: linear CKA with the teacher"
 

@@ -68,6 +68,12 @@ def _gap(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[str, Any]:
 
 @register_analysis
 class ShapeBiasAnalysis(Analysis):
+    """Shape bias on cue-conflict inputs (each test object rendered with another class's texture):
+    shape decisions / (shape + texture decisions) per model, and each student's gap toward the
+    teacher against its independent student and the soft-label control
+    (docs/property_transfer.md).
+    """
+
     name = "shape_bias"
     title = "Shape vs texture: does the student decide by shape like its teacher?"
 

@@ -31,6 +31,7 @@ from kdscope.analyses.study_views import (
     premise,
     transfer_record,
 )
+from kdscope.correlation import pearson
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import safe_divide, summarise
 
@@ -71,6 +72,11 @@ def with_groups(per_seed: dict[int, np.ndarray], groups: np.ndarray) -> dict[int
 
 @register_analysis
 class SubgroupsAnalysis(Analysis):
+    """Bias inheritance: accuracy per sub-group (the dataset's ``group`` tag), each student's gain
+    over its independent student per group, unfairness (max − min), and whether the gains
+    follow the teacher's group accuracy (docs/property_transfer.md).
+    """
+
     name = "subgroups"
     title = "Bias inheritance: accuracy per sub-group"
 
@@ -128,7 +134,7 @@ class SubgroupsAnalysis(Analysis):
             students[g.name] = {
                 "independent": g.baseline,
                 "gain": per_group_gain,
-                "inheritance_pearson": _pearson(t_acc[finite], means[finite]),
+                "inheritance_pearson": pearson(t_acc[finite], means[finite]),
                 "weak_group_smallest_gain": bool(np.nanargmin(means) == weak),
                 "shortfall": shortfall(gain),
             }
@@ -215,12 +221,6 @@ def _present(tag: Any, n_groups: int) -> list[int]:
     if tag is None:
         return [0] * n_groups
     return np.bincount(tag.numpy().astype(np.int64), minlength=n_groups)[:n_groups].tolist()
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _figure(result: dict[str, Any]) -> str:

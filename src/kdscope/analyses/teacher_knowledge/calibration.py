@@ -40,6 +40,11 @@ def _ece_statistic(rows: np.ndarray) -> np.ndarray:
 
 @register_analysis
 class CalibrationAnalysis(Analysis):
+    """Calibration of every model on the test set: expected calibration error (15 bins), negative
+    log-likelihood, Brier score and prediction entropy, per seed and over seeds, with a
+    reliability diagram (docs/three_levels.md).
+    """
+
     name = "calibration"
     title = "Calibration and prediction entropy"
 

@@ -107,6 +107,12 @@ def model_geometry(
 
 @register_analysis
 class ClassGeometryAnalysis(Analysis):
+    """Domain knowledge in the logit layer: the centred cosine similarity of each model's class
+    templates, its hierarchy score, Mantel tests against the true class centres and the teacher,
+    and the per-input agreement (Kendall τ_b) between distances to the wrong classes' templates
+    and the teacher's ranking of them (docs/three_levels.md).
+    """
+
     name = "class_geometry"
     title = "Domain knowledge: class geometry of the logit layer"
 

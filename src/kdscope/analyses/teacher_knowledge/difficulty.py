@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdscope.analyses.base import Analysis, register_analysis
-from kdscope.analyses.study_views import correctness, paired, split_labels, teacher_logits
+from kdscope.analyses.study_views import (
+    correctness,
+    first_with_role,
+    paired,
+    split_labels,
+    teacher_logits,
+)
 from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import summarise
 from kdscope.teacher_knowledge.rescaling import softmax
@@ -37,11 +43,8 @@ def equal_count_bins(score: np.ndarray, n_bins: int) -> np.ndarray:
 
 def reference_group(study: StudyResult) -> str:
     """The label-smoothing control students are compared with."""
-    for method in ("ls_matched", "label_smoothing"):
-        for g in study.by_role("student"):
-            if g.method == method:
-                return g.name
-    return next(g.name for g in study.by_role("baseline"))
+    name = first_with_role(study, "label_smoothing_matched", "label_smoothing")
+    return name if name is not None else next(g.name for g in study.by_role("baseline"))
 
 
 def binned(study: StudyResult, bins: np.ndarray, n_bins: int, reference: str) -> dict[str, Any]:
@@ -68,6 +71,11 @@ def binned(study: StudyResult, bins: np.ndarray, n_bins: int, reference: str) ->
 
 @register_analysis
 class DifficultyAnalysis(Analysis):
+    """Accuracy of every model in quintiles of the teacher's confidence on the test inputs (and of
+    the dataset's planted difficulty when it has one), and each student's gain over the
+    label-smoothing control per bin (docs/three_levels.md).
+    """
+
     name = "difficulty"
     title = "Accuracy by difficulty (teacher confidence bins)"
 

@@ -28,16 +28,20 @@ import numpy as np
 import torch
 
 from kdscope.analyses.base import Analysis, register_analysis
-from kdscope.analyses.study_views import bound_method, soft_target_groups, teacher_logits
+from kdscope.analyses.study_views import (
+    bound_method,
+    has_role,
+    soft_target_groups,
+    teacher_logits,
+)
+from kdscope.correlation import average_ranks, rank_residual, spearman
 from kdscope.methods.controlled_targets import SoftTargets
 from kdscope.render import figure_html, fmt_summary, plt, table
 from kdscope.stats import pearson_statistic, summarise
 from kdscope.teacher_knowledge.rescaling import (
-    average_ranks,
     decile_curve,
     rescaling_factors,
     softmax,
-    spearman,
 )
 
 if TYPE_CHECKING:
@@ -51,16 +55,6 @@ def nearest_checkpoints(
 ) -> list[int]:
     """The distinct available checkpoint epochs nearest to each fraction of ``epochs``."""
     return sorted({min(available, key=lambda e: (abs(e - f * epochs), e)) for f in fractions})
-
-
-def rank_residual(y: np.ndarray, control: np.ndarray) -> np.ndarray:
-    """Ranks of ``y`` minus their least-squares fit on the ranks of ``control`` (with intercept):
-    what is left of y's order once the control's order is accounted for."""
-    ry, rc = average_ranks(y), average_ranks(control)
-    rc = rc - rc.mean()
-    den = float(rc @ rc)
-    slope = float((ry - ry.mean()) @ rc) / den if den > 0 else 0.0
-    return ry - ry.mean() - slope * rc
 
 
 def _correlations(
@@ -96,6 +90,12 @@ def _correlations(
 
 @register_analysis
 class RescalingAnalysis(Analysis):
+    """Instance-specific knowledge: the gradient rescaling w(x) = ‖∇_z L(q)‖₁ / 2(1 − p_g) a soft
+    target applies to each training input at checkpoints across training, correlated (Pearson,
+    Spearman) with the teacher's confidence in the true class; the cross-entropy baseline scored
+    with KD's target as a counterfactual (docs/three_levels.md).
+    """
+
     name = "rescaling"
     title = "Instance-specific knowledge: gradient rescaling by the teacher's confidence"
 
@@ -122,7 +122,7 @@ class RescalingAnalysis(Analysis):
         counterfactual = {}
         if self.counterfactual:
             for g in soft_target_groups(study):
-                if g.method == "kd" and g.baseline in study.groups:
+                if has_role(g, "logit_kd") and g.baseline in study.groups:
                     base = study.groups[g.baseline]
                     counterfactual[f"{g.baseline} scored with {g.name}'s target"] = self._group(
                         study, base, g, v, rho_g

@@ -61,6 +61,12 @@ def soft_label_structure(
 
 @register_analysis
 class SoftLabelAnalysis(Analysis):
+    """The domain knowledge the teacher's soft labels carry, before any student sees them: its
+    class-mean matrix M^τ and class-class correlation R^τ at temperatures 1, 2, 4 and 8, with
+    hierarchy scores, relational mass and excess, tail entropy and top-5 mass
+    (docs/three_levels.md).
+    """
+
     name = "soft_labels"
     title = "Domain knowledge in the teacher's soft labels, across temperatures"
 

@@ -30,7 +30,13 @@ import numpy as np
 from torch import nn
 
 from kdscope.analyses.base import Analysis, register_analysis
-from kdscope.analyses.study_views import correctness, paired, soft_target_groups
+from kdscope.analyses.study_views import (
+    correctness,
+    has_role,
+    paired,
+    soft_target_groups,
+    students_with_role,
+)
 from kdscope.config import StudentConfig
 from kdscope.datasets.base import TensorDataset
 from kdscope.evaluation import predict_logits
@@ -101,7 +107,7 @@ def _short(v: Any) -> str:
 def distillation_settings(study: StudyResult) -> tuple[float, float, Group | None]:
     """τ and λ of the study's KD student (else of its first soft-target student; else 4, 0.7)."""
     groups = soft_target_groups(study)
-    kd = next((g for g in groups if g.method == "kd"), groups[0] if groups else None)
+    kd = next((g for g in groups if has_role(g, "logit_kd")), groups[0] if groups else None)
     if kd is None:
         return 4.0, 0.7, None
 
@@ -119,6 +125,12 @@ ZOO = {
 
 @register_analysis
 class TeacherCheckAnalysis(Analysis):
+    """Why distillation may fail, read from the teacher: relation-free soft labels (D1),
+    over-confidence (D2), uninformative confidence (D3) and a noisy tail (D4), with what each
+    knowledge level still carries; ``zoo: true`` also trains degraded teachers and a KD student
+    from each through the study service (docs/three_levels.md).
+    """
+
     name = "teacher_check"
     title = "Failure diagnosis: the teacher check"
     requires = ("accuracy",)
@@ -315,8 +327,8 @@ def _flag_cell(flag: dict[str, Any]) -> str:
 
 
 def _noisy_tail(study: StudyResult) -> dict[str, Any] | None:
-    kd = [g for g in study.by_role("student") if g.method == "kd"]
-    topk = [g for g in study.by_role("student") if g.method == "kd_topk"]
+    kd = students_with_role(study, "logit_kd")
+    topk = students_with_role(study, "topk_target")
     if not kd or not topk:
         return None
     ref = correctness(study, kd[0].name)

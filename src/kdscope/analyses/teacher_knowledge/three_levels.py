@@ -55,6 +55,7 @@ import numpy as np
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import (
     correctness,
+    first_with_role,
     paired,
     split_labels,
     superclass,
@@ -68,7 +69,16 @@ from kdscope.stats import summarise
 from kdscope.teacher_knowledge.class_geometry import hierarchy_score
 from kdscope.teacher_knowledge.rescaling import softmax
 from kdscope.teacher_knowledge.soft_labels import class_correlation
-from kdscope.verdicts import ABOVE, BELOW, classify
+from kdscope.verdicts import (
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    all_reproduced,
+    css,
+    from_checks,
+    reproduced_beyond,
+    reproduction,
+)
 
 if TYPE_CHECKING:
     from kdscope.study import StudyResult
@@ -94,49 +104,12 @@ CHOICES = [
 KD_SIM = {"class_mean": "KD-sim (class-mean)", "weight_cosine": "KD-sim (weight-cosine)"}
 FAILING_TEACHERS = ("label_smoothed", "over_trained")
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = (
-    "reproduced",
-    "not reproduced",
-    "inconclusive",
-    "not measured",
-)
-
-
-def interval_verdict(summary: dict[str, Any]) -> str:
-    """Reproduced when the 95 % interval lies above 0, not reproduced when below, too few seeds
-    below two seeds, else inconclusive (:func:`kdscope.verdicts.classify`)."""
-    c = classify(summary)
-    return {ABOVE: REPRODUCED, BELOW: NOT_REPRODUCED}.get(c, c)
-
-
-def all_of(verdicts: list[str]) -> str:
-    """Reproduced when every part is, not reproduced when any part is not, else inconclusive."""
-    if all(v == REPRODUCED for v in verdicts):
-        return REPRODUCED
-    return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE
-
-
-def decrease_verdict(summary: dict[str, Any]) -> str:
-    """For a claimed decrease: reproduced when the interval lies below 0, not reproduced when
-    above, else inconclusive (or too few seeds)."""
-    c = classify(summary)
-    return {BELOW: REPRODUCED, ABOVE: NOT_REPRODUCED}.get(c, c)
-
 
 def per_seed_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Summary of a − b over the seeds of two summaries (their ``per_seed`` values, paired by
     seed)."""
     pa, pb = a["per_seed"], b["per_seed"]
     return summarise({int(s): np.array([pa[s] - pb[s]]) for s in pa if s in pb})
-
-
-def find_group(study: StudyResult, *methods: str) -> str | None:
-    """The first student trained with one of ``methods`` (in that order of preference)."""
-    for method in methods:
-        for g in study.by_role("student"):
-            if g.method == method:
-                return g.name
-    return None
 
 
 def kd_sim_groups(study: StudyResult) -> dict[str, str | None]:
@@ -182,6 +155,13 @@ def r_score_difference(
 
 @register_analysis
 class ThreeLevelsAnalysis(Analysis):
+    """Tang et al.'s decomposition of what distillation adds: label smoothing (universe), class
+    relations (domain) and per-instance rescaling, as the paired differences LS − CE,
+    KD-pt − LS, KD-sim − LS, KD − CE and KD − KD-pt, and the paper's six claims, each reproduced
+    / not reproduced / inconclusive with its numbers; runs after the analyses it reads
+    (docs/three_levels.md).
+    """
+
     name = "three_levels"
     title = "Three levels of teacher knowledge: decomposition and the paper's claims"
     requires = ("accuracy", "rescaling", "soft_labels", "class_geometry", "teacher_check")
@@ -189,11 +169,11 @@ class ThreeLevelsAnalysis(Analysis):
     def run(self, study: StudyResult) -> dict[str, Any]:
         names = {
             "CE": next((g.name for g in study.by_role("baseline")), None),
-            "LS": find_group(study, "ls_matched", "label_smoothing"),
-            "KD-pt": find_group(study, "kd_pt"),
+            "LS": first_with_role(study, "label_smoothing_matched", "label_smoothing"),
+            "KD-pt": first_with_role(study, "true_class_target"),
             **kd_sim_groups(study),
-            "KD-topk": find_group(study, "kd_topk"),
-            "KD": find_group(study, "kd"),
+            "KD-topk": first_with_role(study, "topk_target"),
+            "KD": first_with_role(study, "logit_kd"),
         }
         correct = {k: correctness(study, v) for k, v in names.items() if v is not None}
 
@@ -275,7 +255,7 @@ class ThreeLevelsAnalysis(Analysis):
         measure += (
             f" ({plain}; partial at the last epoch {epochs[-1]}: {fmt_summary(last, sign=True)})"
         )
-        verdict = rescaling_verdict(w["partial_spearman"], value.get("partial_minus_control"))
+        verdict = reproduced_beyond(w["partial_spearman"], value.get("partial_minus_control"))
         return _claim(claim, measure, value, verdict)
 
     def _temperature_claim(self, study: StudyResult) -> dict[str, Any]:
@@ -312,7 +292,7 @@ class ThreeLevelsAnalysis(Analysis):
         if not measured:
             return _not_measured(claim)
         verdicts = {
-            v: all_of([interval_verdict(a), interval_verdict(b)]) for v, (a, b) in measured.items()
+            v: all_reproduced([reproduction(a), reproduction(b)]) for v, (a, b) in measured.items()
         }
         agree = len(set(verdicts.values())) == 1
         parts = [
@@ -369,11 +349,12 @@ class ThreeLevelsAnalysis(Analysis):
             n: t[n]["levels"]["instance"]["frac_above_0.99"] for n in ("over_trained", "teacher")
         }
         gains = {n: t[n].get("kd_vs_teacher") for n in FAILING_TEACHERS}
-        mechanism = failure_mechanism_verdict(
-            ls_flag, saturated["over_trained"], saturated["teacher"]
+        # D1 flags the label-smoothed teacher; the over-trained one saturates more often
+        mechanism = from_checks([ls_flag, saturated["over_trained"] > saturated["teacher"]])
+        worse = {n: None if g is None else reproduction(g, "lower") for n, g in gains.items()}
+        verdict = all_reproduced(
+            [mechanism, *(INCONCLUSIVE if v is None else v for v in worse.values())]
         )
-        worse = {n: None if g is None else decrease_verdict(g) for n, g in gains.items()}
-        verdict = all_of([mechanism, *(INCONCLUSIVE if v is None else v for v in worse.values())])
         d1 = {True: "flagged", False: "not flagged", None: "not checked"}[ls_flag]
         measure = (
             f"mechanism ({mechanism}; one teacher per recipe, no interval): D1 on the "
@@ -407,7 +388,7 @@ class ThreeLevelsAnalysis(Analysis):
                 str(i + 1),
                 html.escape(c["claim"]),
                 html.escape(c["measure"]),
-                f"<span class='{_css(c['verdict'])}'>{c['verdict']}</span>",
+                f"<span class='{css(c['verdict'])}'>{c['verdict']}</span>",
             ]
             for i, c in enumerate(result["claims"])
         ]
@@ -428,25 +409,6 @@ class ThreeLevelsAnalysis(Analysis):
             + "".join(f"<li>{html.escape(c)}</li>" for c in result["choices"])
             + "</ul>"
         )
-
-
-def rescaling_verdict(partial: dict[str, Any], contrast: dict[str, Any] | None) -> str:
-    """Claim 1: the interval rule on KD's partial Spearman(w, ρ¹_g | p_g); a "reproduced" needs,
-    when the LS control was measured, KD's partial correlation minus the control's above 0 too
-    (else inconclusive: the control shows it as much)."""
-    verdict = interval_verdict(partial)
-    if verdict == REPRODUCED and contrast is not None:
-        return REPRODUCED if interval_verdict(contrast) == REPRODUCED else INCONCLUSIVE
-    return verdict
-
-
-def failure_mechanism_verdict(ls_flag: bool | None, over_trained: float, teacher: float) -> str:
-    """Claim 6's mechanism: reproduced when D1 flags the label-smoothed teacher and the over-trained
-    teacher has the larger share of ρ¹_g > 0.99; not reproduced when either fails; inconclusive
-    when D1 could not be evaluated (flag None) and the saturation holds."""
-    if ls_flag is False or not over_trained > teacher:
-        return NOT_REPRODUCED
-    return REPRODUCED if ls_flag else INCONCLUSIVE
 
 
 def _consequence(gains: dict[str, dict[str, Any] | None], worse: dict[str, str | None]) -> str:
@@ -479,7 +441,7 @@ def _distillation_tau(study: StudyResult) -> float:
 def _claim(claim: str, measure: str, value: Any, verdict: str | None = None) -> dict[str, Any]:
     """A claim's row; the verdict defaults to the interval rule on ``value["ci95"]``."""
     if verdict is None:
-        verdict = interval_verdict(value)
+        verdict = reproduction(value)
     return {"claim": claim, "measure": measure, "value": value, "verdict": verdict}
 
 
@@ -493,7 +455,3 @@ def _not_measured(claim: str) -> dict[str, Any]:
     return _claim(
         claim, "the models or analyses it needs are not in this study", None, NOT_MEASURED
     )
-
-
-def _css(verdict: str) -> str:
-    return {REPRODUCED: "better", NOT_REPRODUCED: "worse"}.get(verdict, "inconclusive")
