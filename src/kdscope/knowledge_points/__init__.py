@@ -10,17 +10,24 @@ Works on any ``nn.Module``, layer path, inputs and unit map, without a study::
     traj = kp.entropy_trajectory(checkpoints, "conv", x, masks, units, epochs, distances)
     m = kp.network_metrics(traj)                              # n_fg, n_bg, quality, d, rho
     rows, inputs = kp.compare(student_traj, baseline_traj)   # paired, on common inputs
+    one = kp.single(model, "conv", x, masks, units)          # one network: no checkpoints
+
+and the weight path of a training loop of your own (:class:`WeightPathLogger`, or
+:func:`from_checkpoints` when only checkpoints were saved) for the learning speed.
 """
 
 from kdscope.correlation import spearman
 from kdscope.knowledge_points.diagnosis import (
+    ABSENT,
     EXPECTED,
     HYPOTHESES,
     EntropyTrajectory,
+    NetworkPoints,
     compare,
     entropy_trajectory,
     image_units,
     network_metrics,
+    single,
 )
 from kdscope.knowledge_points.estimator import (
     Discarding,
@@ -45,19 +52,28 @@ from kdscope.knowledge_points.units import (
     point_units,
     token_units,
 )
+from kdscope.knowledge_points.weight_path import (
+    WeightPathLogger,
+    from_checkpoints,
+    read_distances,
+)
 
 __all__ = [
+    "ABSENT",
     "EXPECTED",
     "HYPOTHESES",
     "UNIT_MAPS",
     "Discarding",
     "EntropyTrajectory",
     "EstimatorSettings",
+    "NetworkPoints",
     "UnitMap",
+    "WeightPathLogger",
     "background_level",
     "compare",
     "entropy_trajectory",
     "estimate",
+    "from_checkpoints",
     "image_grid",
     "image_units",
     "knowledge_points",
@@ -68,7 +84,9 @@ __all__ = [
     "per_row",
     "point_counts",
     "point_units",
+    "read_distances",
     "register_unit_map",
+    "single",
     "token_units",
     "spearman",
     "stability",

@@ -160,7 +160,7 @@ def entropy_trajectory(
     foreground: Tensor,
     units: UnitMap,
     epochs: Sequence[int],
-    distance: Sequence[float],
+    distance: Sequence[float] | None = None,
     settings: EstimatorSettings | None = None,
     target: int | None = None,
     late_fraction: float = 4 / 15,
@@ -172,8 +172,10 @@ def entropy_trajectory(
 ) -> EntropyTrajectory:
     """Entropy maps of ``inputs`` (candidates, in order) at ``layer`` of every checkpoint.
 
-    ``distance`` and ``displacement`` (optional, NaN if not given) are the layer's cumulative
-    normalised per-step path length and per-epoch displacement at each checkpoint.
+    ``distance`` and ``displacement`` (optional, NaN if not given: no learning speed) are the
+    layer's cumulative normalised per-step path length and per-epoch displacement at each
+    checkpoint (:class:`~kdscope.knowledge_points.WeightPathLogger` logs them in a training
+    loop of your own). One network without checkpoints: :func:`single`.
 
     Candidates are processed in chunks of ``chunk``; with ``target`` set, processing stops once
     that many are effective (the reference analyses inputs one at a time until 50 are). An
@@ -297,6 +299,11 @@ def network_metrics(
     peak distance per input in both forms (``d``: per-step path length D[m̂(x)], the verdict
     basis; ``d_epoch``: per-epoch displacement D_epoch[m̂(x)], same m̂), stability ``rho`` per
     input, the per-checkpoint means (curves) and the background level H̄ per checkpoint.
+
+    With one checkpoint (K = 1) there is no learning speed and no stability: m̂ would be that
+    checkpoint whatever the counts, and ρ = |S_0| / |S_0| is 1 by construction. ``d``,
+    ``d_epoch`` and ``rho`` are then NaN and ``absent`` says why (:data:`ABSENT`); otherwise
+    ``absent`` is None.
     """
     level = metrics.background_level(
         traj.entropy, traj.foreground, traj.valid, per_input=per_input_level
@@ -306,19 +313,131 @@ def network_metrics(
     speed = metrics.learning_speed(counts["n_fg"], traj.distance)
     by_epoch = metrics.learning_speed(counts["n_fg"], traj.displacement)
     rho = metrics.stability(pts, traj.foreground, rho_include_initial, "fg", traj.valid)
+    series = len(traj.epochs) > 1
+    undefined = np.full(len(rho), np.nan)
     return {
         "n_fg": counts["n_fg"][:, -1].astype(np.float64),
         "n_bg": counts["n_bg"][:, -1].astype(np.float64),
         "quality": counts["quality"][:, -1],
-        "d": np.asarray(speed["d"], dtype=np.float64),
-        "d_epoch": np.asarray(by_epoch["d"], dtype=np.float64),
-        "rho": rho,
+        "d": np.asarray(speed["d"], dtype=np.float64) if series else undefined,
+        "d_epoch": np.asarray(by_epoch["d"], dtype=np.float64) if series else undefined.copy(),
+        "rho": rho if series else undefined.copy(),
+        "absent": None if series else ABSENT,
         "curve_n_fg": counts["n_fg"].mean(0),
         "curve_n_bg": counts["n_bg"].mean(0),
         "curve_quality": counts["quality"].mean(0),
         "level": np.asarray(level),
         "points": pts,
     }
+
+
+ABSENT = (
+    "learning speed and stability need a series of checkpoints of one training run (the "
+    "distance the layer's weights travel until the most foreground points are encoded, and the "
+    "points kept from checkpoint to checkpoint); one network has neither: use "
+    "entropy_trajectory over checkpoints with the logged path length (WeightPathLogger)"
+)
+"""Why one network (one checkpoint) has no learning speed and no stability."""
+
+
+@dataclass(frozen=True)
+class NetworkPoints:
+    """The knowledge points of one network at one layer, on I inputs of n units.
+
+    ``entropy`` holds H_i(x) (the entropies of the estimated σ maps), ``level`` the background
+    level H̄ (a scalar, or (I,) per input), ``points`` the mask H̄ − H_i(x) > b, and ``n_fg``,
+    ``n_bg``, ``quality`` = n_fg / (n_fg + n_bg), ``fg_ratio`` = n_fg / |fg|, ``bg_ratio`` =
+    n_bg / |bg| the per-input counts (docs/knowledge_points.md, 'Formulas'). ``effective`` marks
+    the effective inputs (σ_f > 0, both regions non-empty, mean H(bg) ≥ mean H(fg)).
+    ``learning_speed`` and ``stability`` are always None: they need a checkpoint series
+    (``absent`` says why)."""
+
+    entropy: np.ndarray  # (I, n)
+    sigma_f: np.ndarray  # (I,)
+    foreground: np.ndarray  # (I, n) bool
+    valid: np.ndarray  # (I, n) bool
+    candidates: np.ndarray  # (I,) int: positions in the inputs given
+    effective: np.ndarray  # (I,) bool
+    level: np.ndarray  # () or (I,)
+    points: np.ndarray  # (I, n) bool
+    n_fg: np.ndarray  # (I,)
+    n_bg: np.ndarray  # (I,)
+    quality: np.ndarray  # (I,)
+    fg_ratio: np.ndarray  # (I,)
+    bg_ratio: np.ndarray  # (I,)
+    info: dict[str, Any]
+    learning_speed: None = None
+    stability: None = None
+    absent: str = ABSENT
+
+    def summary(self) -> dict[str, float | None]:
+        """Means over the inputs of n_fg, n_bg and quality; ``d_mean``, ``d_std`` and ``rho``
+        are None (see ``absent``)."""
+        means = {k: float(np.mean(getattr(self, k))) for k in ("n_fg", "n_bg", "quality")}
+        return {**means, "d_mean": None, "d_std": None, "rho": None}
+
+
+def single(
+    model: nn.Module,
+    layer: str,
+    inputs: Tensor,
+    foreground: Tensor,
+    units: UnitMap,
+    settings: EstimatorSettings | None = None,
+    b: float = metrics.B_DEFAULT,
+    per_input_level: bool = False,
+    effective_filter: bool = False,
+    mask_rule: str = "majority",
+    chunk: int = 16,
+    counted: Tensor | None = None,
+) -> NetworkPoints:
+    """Knowledge points of one network ``model`` at ``layer``: no checkpoints, epochs or
+    distances. The numbers equal those :func:`entropy_trajectory` and :func:`network_metrics`
+    give at the same checkpoint of a series (its background level is per checkpoint).
+
+    With ``effective_filter`` the metrics are computed on the effective inputs only (the
+    background level too), as :func:`compare` does; by default on every input, with
+    ``effective`` saying which are effective. ``foreground``, ``units``, ``settings``,
+    ``mask_rule``, ``chunk`` and ``counted`` are those of :func:`entropy_trajectory`."""
+    traj = entropy_trajectory(
+        [model],
+        layer,
+        inputs,
+        foreground,
+        units,
+        [0],
+        settings=settings,
+        mask_rule=mask_rule,
+        chunk=chunk,
+        counted=counted,
+    )
+    if effective_filter:
+        traj = traj.rows(traj.effective_candidates())
+    return _network_points(traj, b, per_input_level)
+
+
+def _network_points(traj: EntropyTrajectory, b: float, per_input_level: bool) -> NetworkPoints:
+    """The :class:`NetworkPoints` of the last checkpoint of ``traj``."""
+    last = traj.rows(traj.candidates)
+    entropy = last.entropy[:, -1:]
+    level = metrics.background_level(entropy, last.foreground, last.valid, per_input_level)
+    pts = metrics.knowledge_points(entropy, level, b, last.valid)
+    counts = metrics.point_counts(pts, last.foreground, last.valid)
+    return NetworkPoints(
+        entropy=entropy[:, 0],
+        sigma_f=last.sigma_f[:, -1],
+        foreground=last.foreground,
+        valid=last.valid,
+        candidates=last.candidates,
+        effective=last.effective,
+        level=np.asarray(level)[..., 0],
+        points=pts[:, 0],
+        **{k: counts[k][:, 0].astype(np.float64) for k in _COUNTS},
+        info=traj.info,
+    )
+
+
+_COUNTS = ("n_fg", "n_bg", "quality", "fg_ratio", "bg_ratio")
 
 
 def per_input_table(m: dict[str, Any]) -> np.ndarray:
