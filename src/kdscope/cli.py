@@ -30,6 +30,8 @@ EPILOG = """examples:
                                                      parameters (also: models, datasets, analyses,
                                                      presets)
   kdscope list methods kd                            only the methods whose name contains 'kd'
+  kdscope run my_study.yaml --import my_models       register your own datasets, models, methods
+                                                     or analyses first (or 'imports:' in the file)
   kdscope check-teacher --preset three_levels --out runs/levels
                                                      train only the teacher and check it before
                                                      distilling (relations, confidence)
@@ -40,6 +42,11 @@ EPILOG = """examples:
 A run killed at any point resumes where it stopped when the same command is run again."""
 
 OUT_HELP = "output directory (default: runs/<the study's name>)"
+IMPORT_HELP = (
+    "import this Python module (a dotted name, found from the current folder) before the study "
+    "is read, so that the datasets, models, methods and analyses it registers can be named; "
+    "repeatable"
+)
 #: characters of a line of 'kdscope list'
 LIST_WIDTH = 100
 
@@ -66,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="name of an embedded study (see 'kdscope list presets')")
     run.add_argument("--out", help=OUT_HELP)
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    _import_option(run)
 
     check = sub.add_parser(
         "check-teacher",
@@ -81,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--tau", type=float, default=4.0, help="distillation temperature (4)")
     check.add_argument("--lam", type=float, default=0.7, help="weight of the soft term (0.7)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _import_option(check)
 
     show = sub.add_parser("show", help="print a preset's YAML")
     show.add_argument("preset")
@@ -103,7 +112,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     lst.add_argument("what", choices=["models", "methods", "datasets", "analyses", "presets"])
     lst.add_argument("filter", nargs="?", default="", help="only names containing this text")
+    _import_option(lst)
     return p
+
+
+def _import_option(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable) on a subcommand that reads the registries."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=IMPORT_HELP,
+    )
+
+
+def _user_code(args: argparse.Namespace) -> None:
+    """Load the installed plugins, then the modules given by ``--import`` (the current folder
+    first on ``sys.path``, as ``python -m`` would have it), before any study is read."""
+    from kdscope.errors import ConfigError
+    from kdscope.plugins import import_modules, load_plugins
+
+    load_plugins()
+    try:
+        import_modules(getattr(args, "imports", []), Path.cwd())
+    except ConfigError as e:
+        raise KdscopeError(f"--import: {str(e).removeprefix('imports: ')}") from None
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
@@ -254,6 +289,8 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; returns its exit code."""
+    if args.command in ("run", "check-teacher", "list", "show"):
+        _user_code(args)
     if args.command == "run":
         return _run(args)
     if args.command == "check-teacher":

@@ -17,24 +17,30 @@ import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PydanticSchemaGenerationError,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from torch import nn
 
 from kdscope.datasets import DATASETS, check_memory, traits
 from kdscope.errors import ConfigError, KdscopeError
 from kdscope.methods import METHODS
-from kdscope.models import MODELS
+from kdscope.models import MODELS, build_factory, build_model, resolve_factory
+from kdscope.plugins import check_module_name, import_modules, load_plugins
 from kdscope.registry import ANALYSES, Registry
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -147,30 +153,89 @@ class _Named(_WithParams):
         return {"name": v} if isinstance(v, str) else v
 
 
-class ModelConfig(_Named):
-    """A registered model and its constructor parameters: ``{name: cnn_small, width: 16}``."""
+_SOURCES = ("name", "factory")
+
+
+class _OmitUnset(BaseModel):
+    """A config whose optional keys in ``_omit`` are written only when set, so that a study
+    file (and a run's recorded plan) that does not use them reads as before they existed."""
+
+    _omit: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None or k not in self._omit}
+
+
+class ModelConfig(_WithParams, _OmitUnset):
+    """A model: a registered one and its constructor parameters (``{name: cnn_small, width:
+    16}``, or just ``cnn_small``), or the user's own constructor named by import path
+    (``{factory: "my_models:resnet18", depth: 18}``; it is given ``num_classes`` when it takes
+    that argument). ``roles`` names the module paths of the roles methods and analyses address
+    (``{penultimate: avgpool, logits: fc}``). Every other key is a parameter of the
+    constructor."""
+
+    name: str | None = None
+    factory: str | None = None
+    roles: dict[str, str] | None = Field(
+        None,
+        description="role → module path (penultimate: fc1, logits: fc2, ...), added to or "
+        "overriding the roles the model declares; lets any nn.Module serve the methods and "
+        "analyses that address layers by role",
+    )
+    _omit = (*_SOURCES, "roles")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give a model either a registered 'name' or a 'factory'")
         _check_params(
-            _registered(MODELS, self.name),
+            self.constructor(),
             self.params,
-            f"model {self.name!r}",
+            f"model {self.label(params=False)!r}",
             bound=("num_classes",),
             optional=("vocab_size",),
         )
         return self
 
+    def constructor(self) -> Callable[..., Any]:
+        """The registered constructor, or the user's factory (imported); a ValueError naming
+        it, for pydantic, when it cannot be found."""
+        if self.name is not None:
+            return _registered(MODELS, self.name)
+        try:
+            return resolve_factory(str(self.factory))
+        except KdscopeError as e:
+            raise ValueError(str(e)) from None
+
+    def build(self, num_classes: int) -> nn.Module:
+        """The model, constructed for ``num_classes`` classes; a user error naming the model if
+        its constructor fails."""
+        if self.name is not None:
+            model = build_model(self.name, num_classes, **self.params)
+        else:
+            model = build_factory(str(self.factory), num_classes, **self.params)
+        if self.roles:
+            model.roles = {**getattr(model, "roles", {}), **self.roles}
+        return model
+
     def takes_vocabulary(self) -> bool:
         """Whether the model embeds token ids and leaves its ``vocab_size`` to the dataset."""
-        ctor = MODELS.get(self.name)
+        ctor = self.constructor()
         return (
             "vocab_size" in inspect.signature(ctor).parameters and "vocab_size" not in self.params
         )
 
-    def label(self) -> str:
+    def label(self, params: bool = True) -> str:
+        """``name(key=value,...)``; the factory's path in place of the name."""
+        base = str(self.name or self.factory)
         extra = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({extra})" if extra else self.name
+        return f"{base}({extra})" if extra and params else base
 
 
 class DatasetConfig(_WithParams):
@@ -231,15 +296,100 @@ class RoleConfig(BaseModel):
     train: TrainConfig = TrainConfig()
 
 
-class StudentConfig(_WithParams):
+def _given_path(value: Any, info: ValidationInfo) -> Path:
+    """A given model's file: a path relative to the study file's folder (the validation
+    context's ``base``, else the current folder), made absolute; it must exist."""
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a file path, got {type(value).__name__}")
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base")
+    if not path.is_absolute():
+        path = (Path(base) if base is not None else Path.cwd()) / path
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+GivenPath = Annotated[Path, BeforeValidator(_given_path)]
+#: one file, or one file per seed
+PerSeed = GivenPath | dict[int, GivenPath]
+
+
+class TeacherConfig(RoleConfig, _OmitUnset):
+    """The teacher: trained with ``train``, or given as a ``checkpoint`` (a state dict of
+    ``model``) or a ``torchscript`` file (then ``model`` may be left out)."""
+
+    model: ModelConfig | None = None  # type: ignore[assignment]  (optional with torchscript)
+    checkpoint: GivenPath | None = None
+    torchscript: GivenPath | None = None
+    _omit = ("checkpoint", "torchscript")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if self.checkpoint is not None and self.torchscript is not None:
+            raise ValueError("give the teacher either a 'checkpoint' or a 'torchscript' file")
+        if self.model is None and self.torchscript is None:
+            raise ValueError("the teacher needs a 'model' (or a 'torchscript' file)")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return self.checkpoint is not None or self.torchscript is not None
+
+    def label(self) -> str:
+        """The teacher's architecture (:meth:`ModelConfig.label`), or its TorchScript file."""
+        if self.model is None:
+            return f"TorchScript {Path(str(self.torchscript)).name}"
+        return self.model.label()
+
+
+class GivenRuns(BaseModel):
+    """Models trained elsewhere, one per seed: ``checkpoint`` (state dicts of the group's model)
+    or ``torchscript`` files, each one path (a study of one seed) or a mapping seed → path."""
+
+    model_config = _STRICT
+    checkpoint: PerSeed | None = None
+    torchscript: PerSeed | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GivenRuns:
+        if (self.checkpoint is None) == (self.torchscript is None):
+            raise ValueError("give either 'checkpoint' or 'torchscript'")
+        return self
+
+    def files(self, seeds: tuple[int, ...], where: str) -> dict[int, tuple[str, Path]]:
+        """(kind, path) per seed; a ValueError naming ``where`` unless the files cover exactly
+        ``seeds``."""
+        kind = "checkpoint" if self.checkpoint is not None else "torchscript"
+        value = self.checkpoint if self.checkpoint is not None else self.torchscript
+        if isinstance(value, Path):
+            if len(seeds) != 1:
+                raise ValueError(
+                    f"{where}: one {kind} file for {len(seeds)} seeds; map each seed to its file"
+                )
+            return {seeds[0]: (kind, value)}
+        assert value is not None
+        if set(value) != set(seeds):
+            raise ValueError(
+                f"{where}: {kind} files for seeds {sorted(value)}, the study has seeds "
+                f"{list(seeds)}"
+            )
+        return {seed: (kind, value[seed]) for seed in seeds}
+
+
+class StudentConfig(_WithParams, _OmitUnset):
     """One distilled student: a method with its hyper-parameters, optionally its own model and
-    recipe overrides. Every key besides ``method``, ``name``, ``model`` and ``train`` is a
-    hyper-parameter of the method."""
+    recipe overrides, or ``given``: the student trained elsewhere (``method`` then says how, for
+    the analyses). Every key besides ``method``, ``name``, ``model``, ``train`` and ``given`` is
+    a hyper-parameter of the method."""
 
     method: str
     name: str | None = None
     model: ModelConfig | None = None
     train: dict[str, Any] = Field(default_factory=dict)
+    given: GivenRuns | None = None
+    _omit = ("given",)
 
     @property
     def label(self) -> str:
@@ -307,16 +457,26 @@ class WeightSearch(BaseModel):
     share: dict[str, str] = Field(default_factory=dict)
 
 
-class StudyConfig(BaseModel):
+class StudyConfig(_OmitUnset):
     """A whole study: data, teacher, the students' recipe, the distilled students, seeds,
     diagnosed layers, checkpoint epochs and analyses."""
 
     model_config = _STRICT
+    _omit = ("baseline",)
     name: str = "study"
+    imports: tuple[str, ...] = Field(
+        (),
+        description="the user's modules (dotted names) imported before the study is checked, so "
+        "that the datasets, models, methods and analyses they register can be named; the study "
+        "file's folder is first on sys.path",
+    )
     dataset: DatasetConfig = DatasetConfig()
-    teacher: RoleConfig
+    teacher: TeacherConfig
     teacher_seed: int = 0
     student: RoleConfig
+    baseline: GivenRuns | None = Field(
+        None, description="the baseline (the students' model trained on labels) given, per seed"
+    )
     students: tuple[StudentConfig, ...] = Field(min_length=1)
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     layers: tuple[str, ...] = ()
@@ -350,6 +510,16 @@ class StudyConfig(BaseModel):
             raise ValueError("seeds must be distinct")
         return v
 
+    @field_validator("imports")
+    @classmethod
+    def _module_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            try:
+                check_module_name(name)
+            except ConfigError as e:
+                raise ValueError(str(e).removeprefix("imports: ")) from None
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         self._check_student_names()
@@ -358,7 +528,20 @@ class StudyConfig(BaseModel):
             raise ValueError("checkpoint epochs must be >= 0")
         if self.weight_search is not None:
             self.searched_students()  # raises on unknown or weightless students
+        self.given_runs()  # raises on given files that do not cover the seeds
         return self
+
+    def given_runs(self) -> dict[str, dict[int, tuple[str, Path]]]:
+        """The baseline's and the students' given files: group name → seed → (kind, path)."""
+        out = {}
+        if self.baseline is not None:
+            out["baseline"] = self.baseline.files(self.seeds, "baseline")
+        for i, s in enumerate(self.students):
+            if s.given is not None:
+                out[s.label] = s.given.files(self.seeds, f"students[{i}] ({s.label})")
+        if self.weight_search is not None and out:
+            raise ValueError("weight_search trains the students; it cannot go with given models")
+        return out
 
     def _check_student_names(self) -> None:
         """Student names are safe folder and figure-label names, not reserved, and unique."""
@@ -386,9 +569,9 @@ class StudyConfig(BaseModel):
         models = {"teacher": self.teacher.model, "student": self.student.model}
         models.update((f"students[{i}]", s.model) for i, s in enumerate(self.students) if s.model)
         for role, model in models.items():
-            if model.takes_vocabulary():
+            if model is not None and model.takes_vocabulary():
                 raise ValueError(
-                    f"{role}: model {model.name!r} reads token ids (it takes a vocab_size), but "
+                    f"{role}: model {model.label(params=False)!r} reads token ids (it takes a vocab_size), but "
                     f"dataset {self.dataset.name!r} holds {modality} inputs"
                 )
 
@@ -421,7 +604,10 @@ class StudyConfig(BaseModel):
         return TrainConfig.model_validate({**self.student.train.model_dump(), **s.train})
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        raw = self.model_dump(mode="json")
+        if not raw["imports"]:  # a study without imports is written as before they existed
+            del raw["imports"]
+        return yaml.safe_dump(raw, sort_keys=False)
 
 
 def _inside(loc: tuple[int | str, ...], container: tuple[int | str, ...]) -> bool:
@@ -447,14 +633,22 @@ def _describe(e: ValidationError) -> str:
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
-def parse_study(data: Any, source: str = "study") -> StudyConfig:
+def parse_study(data: Any, source: str = "study", base: Path | None = None) -> StudyConfig:
     """Validate a mapping into a :class:`StudyConfig`; errors name the offending key. The
     dataset must also fit in the memory available now (checked here, not in the model, so that
-    a study validated again while its dataset is held in memory stays valid)."""
+    a study validated again while its dataset is held in memory stays valid). Relative paths of
+    given models are relative to ``base`` (the study file's folder; default: the current
+    folder) and are resolved to absolute ones.
+
+    The installed plugins are loaded first (:func:`kdscope.plugins.load_plugins`), then the
+    modules of the study's ``imports`` (dotted names; ``base`` first on ``sys.path`` when
+    given), so that the names they register are known when the study is checked."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a study must be a YAML mapping, got {type(data).__name__}")
+    load_plugins()
+    _import_listed(data.get("imports", ()), source, base)
     try:
-        cfg = StudyConfig.model_validate(data)
+        cfg = StudyConfig.model_validate(data, context={"base": base})
     except ValidationError as e:
         raise ConfigError(f"{source}: {_describe(e)}") from None
     try:
@@ -462,6 +656,18 @@ def parse_study(data: Any, source: str = "study") -> StudyConfig:
     except KdscopeError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+def _import_listed(names: Any, source: str, base: Path | None) -> None:  # noqa: ANN401
+    """Import the study's ``imports`` (a list of module names) before it is validated."""
+    if not isinstance(names, (list, tuple)):
+        raise ConfigError(
+            f"{source}: imports: give a list of module names, like [my_package.my_module]"
+        )
+    try:
+        import_modules(names, base)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 class _StudyLoader(yaml.SafeLoader):
@@ -533,7 +739,7 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file not found: {path}")
-    return parse_study(_read_yaml(path), str(path))
+    return parse_study(_read_yaml(path), str(path), base=path.parent)
 
 
 PRESET_DIR = Path(__file__).parent / "presets"

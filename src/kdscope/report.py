@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,11 +47,13 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
             "role": g.role,
             "method": g.method,
             "method_params": g.method_params,
-            "model": g.model.label(),
+            "model": g.model.label() if g.model is not None else "TorchScript",
             "baseline": g.baseline,
             "seeds": seeds,
             "test_acc_mean": sum(accs) / len(accs),
         }
+        if g.is_given:
+            models[g.name]["given"] = {str(k): str(v.path) for k, v in sorted(g.given.items())}
     analyses = {
         o.analysis.name: o.result if o.skipped is None else {"skipped": o.skipped} for o in outcomes
     }
@@ -103,8 +106,11 @@ def _curves(study: StudyResult) -> str:
     a min–max band, and the phase switches of multi-phase methods as dashed lines. A damaged
     ``metrics.csv`` (cut mid-row, a header only) is a one-line error naming it, never a silently
     missing curve."""
+    trained = [g for g in study.groups.values() if not g.is_given]
+    if not trained:
+        return "<p class='note'>Every model was given, not trained: no training curves.</p>"
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, g in enumerate(study.groups.values()):
+    for i, g in enumerate(trained):
         runs = [
             read_metrics(run.dir / "metrics.csv", run.plan.train.epochs)
             for _seed, run in sorted(g.runs.items())
@@ -155,6 +161,9 @@ def _models_table(summary: dict[str, Any]) -> str:
     for name, m in summary["models"].items():
         seeds = ", ".join(f"{k}: {v['test_acc']:.3f}" for k, v in m["seeds"].items())
         params = ", ".join(f"{k}={v}" for k, v in m["method_params"].items()) or "defaults"
+        if "given" in m:  # trained elsewhere: the method is the user's word for it
+            files = ", ".join(f"seed {k}: {Path(v).name}" for k, v in m["given"].items())
+            params = f"given ({files})"
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{m['role']}</td><td>{html.escape(m['method'])}</td>"
             f"<td>{html.escape(params)}</td><td>{html.escape(m['model'])}</td>"
@@ -166,6 +175,37 @@ def _models_table(summary: dict[str, Any]) -> str:
         + "".join(rows)
         + "</table>"
     )
+
+
+def _given_note(study: StudyResult, outcomes: list[AnalysisOutcome]) -> str:
+    """For a study with given models: which were given, and what the analyses trained beyond
+    them (with the recipes of study.yaml); nothing otherwise."""
+    given = study.given_groups()
+    if not given:
+        return ""
+    trained = [g.name for g in study.groups.values() if not g.is_given]
+    extra = [
+        f"<li><b>{html.escape(o.analysis.name)}</b>: {html.escape(o.analysis.extra_models())}</li>"
+        for o in outcomes
+        if o.skipped is None and o.analysis.extra_models()
+    ]
+    parts = [
+        f"<p class='note'>Given, not trained by kdscope: {html.escape(', '.join(given))} (their "
+        "files are in the table). "
+        + (
+            f"Trained by kdscope: {html.escape(', '.join(trained))}, with the recipes in the "
+            "configuration below."
+            if trained
+            else "kdscope trained none of the study's models."
+        )
+        + "</p>"
+    ]
+    if extra:
+        parts.append(
+            "<p class='note'>Models the analyses trained beyond these, with the recipes in the "
+            f"configuration below:</p><ul>{''.join(extra)}</ul>"
+        )
+    return "".join(parts)
 
 
 def _guards_html(guards: list[dict[str, str]]) -> str:
@@ -219,7 +259,7 @@ def render_report(
         body.append(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>")
 
     section("At a glance: what distillation put into each student", _glance_html(summary))
-    section("Models", _models_table(summary))
+    section("Models", _models_table(summary) + _given_note(study, outcomes))
     if study.weight_search:
         section("Distillation-weight search", report_section(study.weight_search))
     section("Training curves", _curves(study))

@@ -18,7 +18,6 @@ is reused only if it was trained with the plan now asked of it.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +36,8 @@ from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
-from kdscope.models import MODELS, build_model, resolve_layer
+from kdscope.given import Given, adopt, load_given
+from kdscope.models import resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, resume_run, writing
 from kdscope.trainer import (
@@ -57,12 +57,14 @@ LOCK_FILE = ".lock"
 
 @dataclass
 class Run:
-    """One trained model (group and seed) in a study directory."""
+    """One model (group and seed) in a study directory: trained by kdscope, or ``given``
+    (trained elsewhere; :mod:`kdscope.given`), which has its final model only."""
 
     plan: RunPlan
     dir: Path
     num_classes: int
     result: dict[str, Any] = field(default_factory=dict)
+    given: Given | None = None
 
     def checkpoint_path(self, epoch: int) -> Path:
         return self.dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
@@ -74,15 +76,27 @@ class Run:
             raise KdscopeError(
                 f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}"
             )
+        if self.given is not None:
+            return load_given(self.given, self.plan.model, self.num_classes)
         return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
 
     def metrics(self) -> list[dict[str, str]]:
         """The run's per-epoch rows, checked (:func:`kdscope.trainer.read_metrics`)."""
+        self._trained("per-epoch metrics")
         return read_metrics(self.dir / "metrics.csv", self.plan.train.epochs)
 
     def trajectory(self) -> dict[str, Any]:
         """The run's checked ``trajectory.json`` (:func:`kdscope.trainer.read_trajectory`)."""
+        self._trained("training trajectory")
         return read_trajectory(self.dir / "trajectory.json", self.plan)
+
+    def _trained(self, what: str) -> None:
+        """A user error naming ``what`` a given model lacks."""
+        if self.given is not None:
+            raise KdscopeError(
+                f"{self.plan.name} seed {self.plan.seed} is a given model ({self.given.path}): "
+                f"it has no {what}"
+            )
 
 
 @dataclass
@@ -92,11 +106,17 @@ class Group:
     name: str
     role: Role
     method: str
-    model: ModelConfig
+    model: ModelConfig | None  # None: a TorchScript teacher
     train: TrainConfig
     method_params: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None
     runs: dict[int, Run] = field(default_factory=dict)
+    given: dict[int, Given] = field(default_factory=dict)
+
+    @property
+    def is_given(self) -> bool:
+        """Whether the group's models were trained elsewhere (:mod:`kdscope.given`)."""
+        return bool(self.given)
 
 
 @dataclass
@@ -129,6 +149,10 @@ class StudyResult:
     def by_role(self, role: Role) -> list[Group]:
         return [g for g in self.groups.values() if g.role == role]
 
+    def given_groups(self) -> list[str]:
+        """The names of the groups whose models were given, not trained."""
+        return [g.name for g in self.groups.values() if g.is_given]
+
     @cached_property
     def teacher_model(self) -> nn.Module:
         return self.teacher.runs[self.config.teacher_seed].load()
@@ -152,8 +176,15 @@ class StudyResult:
 
 def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
     """The model groups of a study: teacher, one baseline per distinct (model, recipe) of the
-    students, and the distilled students (each pointing at its baseline)."""
-    groups = {"teacher": Group("teacher", "teacher", "ce", cfg.teacher.model, cfg.teacher.train)}
+    students, and the distilled students (each pointing at its baseline). Given models (the
+    teacher's ``checkpoint`` / ``torchscript``, ``baseline``, a student's ``given``) are
+    recorded per seed in :attr:`Group.given`."""
+    teacher = cfg.teacher
+    groups = {"teacher": Group("teacher", "teacher", "ce", teacher.model, teacher.train)}
+    if teacher.checkpoint is not None:
+        groups["teacher"].given = {cfg.teacher_seed: Given("checkpoint", teacher.checkpoint)}
+    elif teacher.torchscript is not None:
+        groups["teacher"].given = {cfg.teacher_seed: Given("torchscript", teacher.torchscript)}
     baselines: dict[str, str] = {}
     students = []
     for s in cfg.students:
@@ -165,10 +196,15 @@ def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
             groups[name] = Group(name, "baseline", "ce", model, train)
         students.append(Group(s.label, "student", s.method, model, train, s.params, baselines[key]))
     groups.update((g.name, g) for g in students)
+    for name, files in cfg.given_runs().items():
+        groups[name].given = {seed: Given(kind, path) for seed, (kind, path) in files.items()}
     return groups
 
 
 def _plan(cfg: StudyConfig, g: Group, seed: int) -> RunPlan:
+    """The run of group ``g`` and ``seed``; a given model has its final checkpoint only."""
+    epochs = g.train.epochs
+    given = seed in g.given
     return RunPlan(
         name=g.name,
         seed=seed,
@@ -176,7 +212,7 @@ def _plan(cfg: StudyConfig, g: Group, seed: int) -> RunPlan:
         method=g.method,
         method_params=g.method_params,
         train=g.train,
-        checkpoints=tuple(checkpoint_epochs(cfg.checkpoints, g.train.epochs)),
+        checkpoints=(epochs,) if given else tuple(checkpoint_epochs(cfg.checkpoints, epochs)),
         layers=cfg.layers,
     )
 
@@ -185,14 +221,33 @@ def _validate_models(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group
     """Build every model once so bad model parameters or diagnosed layers fail before training."""
     seen: set[str] = set()
     for g in groups.values():
+        if g.model is None:  # a TorchScript teacher: checked by _validate_given
+            continue
         key = g.model.model_dump_json()
         if key in seen:
             continue
         seen.add(key)
-        model = build_model(g.model.name, data.num_classes, **g.model.params)
-        check_model_io(model, data.train.inputs[:2], data.num_classes, f"model {g.model.name!r}")
-        for layer in cfg.layers:
+        model = g.model.build(data.num_classes)
+        check_model_io(
+            model, data.train.inputs[:2], data.num_classes, f"model {g.model.label(params=False)!r}"
+        )
+        for layer in (*cfg.layers, *(g.model.roles or {}).values()):
             resolve_layer(model, layer)
+    _validate_given(cfg, data, groups)
+
+
+def _validate_given(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group]) -> None:
+    """Load every given model once (:mod:`kdscope.given`) so that a file that does not hold the
+    model, does not fit its architecture, or cannot process the data fails before anything is
+    written."""
+    example = data.train.batch(torch.arange(min(2, len(data.train)))).input
+    for g in groups.values():
+        for given in g.given.values():
+            model = load_given(given, g.model, data.num_classes)
+            check_model_io(model, example, data.num_classes, f"given model {given.path}")
+            if given.kind == "checkpoint":  # TorchScript layers cannot be read (models.hooks)
+                for layer in cfg.layers:
+                    resolve_layer(model, layer)
 
 
 def bind_vocabulary(cfg: StudyConfig, data: DataSplits) -> StudyConfig:
@@ -203,13 +258,10 @@ def bind_vocabulary(cfg: StudyConfig, data: DataSplits) -> StudyConfig:
     if not size:
         return cfg
     raw = cfg.model_dump(mode="json")
-    models = [raw["teacher"]["model"], raw["student"]["model"]]
+    models = [raw["teacher"].get("model"), raw["student"]["model"]]
     models += [s["model"] for s in raw["students"] if s.get("model")]
-    for m in models:
-        if (
-            "vocab_size" not in m
-            and "vocab_size" in inspect.signature(MODELS.get(m["name"])).parameters
-        ):
+    for m in filter(None, models):
+        if ModelConfig.model_validate(m).takes_vocabulary():
             m["vocab_size"] = size
     return StudyConfig.model_validate(raw)
 
@@ -404,7 +456,8 @@ def _train_models(
     cfg, out_dir = result.config, result.out_dir
     total = sum(
         run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
-        for g, _, p in jobs
+        for g, seed, p in jobs
+        if seed not in g.given
     ) + (search.steps() if search else 0)
     bar = progress(total=total, unit="step", disable=quiet)
 
@@ -414,6 +467,10 @@ def _train_models(
         teacher = None if g.role == "teacher" else result.teacher_model
         data = result.data if teacher is None else result.student_data
         run_dir = run_folder(out_dir, g.name, seed)
+        if seed in g.given:
+            res = adopt(out_dir, plan, g.given[seed], data, run_dir)
+            g.runs[seed] = Run(plan, run_dir, data.num_classes, res, g.given[seed])
+            return
         res = resume_run(out_dir, plan, data, run_dir, teacher, cfg.cache_teacher, bar.update)
         g.runs[seed] = Run(plan, run_dir, data.num_classes, res)
 

@@ -44,7 +44,7 @@ from kdscope.datasets.base import Batch, DataSplits, TensorDataset
 from kdscope.errors import KdscopeError, TrainingDiverged
 from kdscope.evaluation import accuracy_and_loss
 from kdscope.methods import BindContext, Method, build_method
-from kdscope.models import build_model, forward_with_features, resolve_layer
+from kdscope.models import forward_with_features, resolve_layer
 from kdscope.models.hooks import Outputs
 from kdscope.seeding import derive_seed
 from kdscope.trajectory import PathLengthLogger
@@ -58,7 +58,7 @@ class RunPlan:
 
     name: str
     seed: int
-    model: ModelConfig
+    model: ModelConfig | None  # None: a given TorchScript model (kdscope.given)
     method: str
     method_params: dict[str, Any]
     train: TrainConfig
@@ -69,7 +69,7 @@ class RunPlan:
         return {
             "name": self.name,
             "seed": self.seed,
-            "model": self.model.model_dump(mode="json"),
+            "model": None if self.model is None else self.model.model_dump(mode="json"),
             "method": self.method,
             "method_params": self.method_params,
             "train": self.train.model_dump(mode="json"),
@@ -193,8 +193,10 @@ def train_run(
     example = train.batch(torch.arange(min(len(train), cfg.batch_size)))
 
     torch.manual_seed(derive_seed(plan.seed, "init"))
-    student = build_model(plan.model.name, data.num_classes, **plan.model.params)
-    check_model_io(student, example.input, data.num_classes, f"model {plan.model.name!r}")
+    student = plan.model.build(data.num_classes)
+    check_model_io(
+        student, example.input, data.num_classes, f"model {plan.model.label(params=False)!r}"
+    )
     method: Method = build_method(plan.method, **plan.method_params)
     if method.needs_teacher and teacher is None:
         raise KdscopeError(f"method {plan.method!r} needs a teacher")
@@ -332,7 +334,7 @@ def checkpoint_path(run_dir: Path, epoch: int) -> Path:
 def load_checkpoint(plan: RunPlan, num_classes: int, path: Path) -> nn.Module:
     """The model of ``plan`` with the weights stored at ``path``, in eval mode; a one-line
     :class:`~kdscope.io.DamagedFile` error if the file does not hold weights of that model."""
-    model = build_model(plan.model.name, num_classes, **plan.model.params)
+    model = plan.model.build(num_classes)
     return _load_weights(model, Path(path)).eval()
 
 
@@ -354,7 +356,7 @@ def _check_checkpoints(plan: RunPlan, num_classes: int, run_dir: Path, last: int
     """:class:`~kdscope.io.DamagedFile` unless every checkpoint of the run up to epoch ``last``
     holds weights of its model. The model is built without drawing from the global RNG."""
     with torch.random.fork_rng(devices=[]):
-        model = build_model(plan.model.name, num_classes, **plan.model.params)
+        model = plan.model.build(num_classes)
     for epoch in plan.checkpoints:
         if epoch <= last:
             _load_weights(model, checkpoint_path(run_dir, epoch))

@@ -153,11 +153,14 @@ def chance_guard(verdict: str, at_chance: Mapping[str, list[int]] | bool) -> str
 def hypothesis(verdicts: list[str]) -> str:
     """One hypothesis from its metrics' verdicts (:func:`directional` through
     :func:`chance_guard`): too few seeds / model at chance if any metric reads so (they share
-    their seeds and networks); holds if every metric holds; does not hold if any contradicts;
+    their seeds and networks); not measured if no metric was (one checkpoint: no trajectory);
+    holds if every metric holds; does not hold if any contradicts;
     partly supported if some hold; inconclusive otherwise."""
     for guard in (TOO_FEW_SEEDS, AT_CHANCE):
         if guard in verdicts:
             return guard
+    if all(v == NOT_MEASURED for v in verdicts):
+        return NOT_MEASURED
     if all(v == HOLDS for v in verdicts):
         return HOLDS
     if any(v == DOES_NOT_HOLD for v in verdicts):

@@ -52,6 +52,16 @@ def with_requirements(entries: Sequence[AnalysisConfig]) -> list[AnalysisConfig]
     return ordered
 
 
+def _unreadable_teacher(analysis: Analysis, study: StudyResult) -> str | None:
+    """Why ``analysis`` cannot run on a TorchScript teacher (it reads the teacher's layers)."""
+    if analysis.reads_teacher_layers and study.config.teacher.torchscript is not None:
+        return (
+            "it reads the teacher's layers, and a TorchScript teacher runs no Python hooks "
+            "inside it (give the teacher as a checkpoint with its model)"
+        )
+    return None
+
+
 def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcome]:
     """Run the study's analyses in the configured order (requirements first); inapplicable ones
     are skipped with a note. Each result is also kept in ``study.results`` for later analyses."""
@@ -61,7 +71,7 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
     ):
         analysis = ANALYSES.get(entry.name)(**entry.params)
         analysis.quiet = quiet
-        reason = analysis.applies_to(study)
+        reason = _unreadable_teacher(analysis, study) or analysis.applies_to(study)
         result = None if reason else analysis.run(study)
         if result is not None:
             study.results[entry.name] = result

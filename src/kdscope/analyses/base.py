@@ -22,6 +22,12 @@ class Analysis:
     # analyses whose results ``run`` reads from ``study.results``; the runner adds missing ones
     # (with default parameters) before this one
     requires: ClassVar[tuple[str, ...]] = ()
+    # the models it trains beyond the study's own (through the study service), in a phrase for
+    # the report; "" when it trains none
+    trains: ClassVar[str] = ""
+    # whether it reads the teacher's intermediate layers (then a TorchScript teacher, whose
+    # layers cannot be hooked, skips it with a note)
+    reads_teacher_layers: ClassVar[bool] = False
     quiet: bool = False  # set by the runner: no progress bars
 
     def __init__(self) -> None:
@@ -30,6 +36,10 @@ class Analysis:
     def applies_to(self, study: StudyResult) -> str | None:
         """None when the analysis applies to ``study``, else the reason it is skipped."""
         return None
+
+    def extra_models(self) -> str:
+        """What this configured analysis trains beyond the study's models (:attr:`trains`)."""
+        return self.trains
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         raise NotImplementedError

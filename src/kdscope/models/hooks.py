@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from kdscope.errors import KdscopeError
@@ -30,7 +31,13 @@ def module_paths(model: nn.Module) -> list[str]:
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
-    """The submodule at dotted ``path``; an unknown path is a user error listing valid ones."""
+    """The submodule at dotted ``path``; an unknown path is a user error listing valid ones, and
+    so is any path of a TorchScript model (its layers run no Python hooks)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise KdscopeError(
+            f"layer {path!r} of a TorchScript model cannot be read: TorchScript runs no Python "
+            "hooks inside it; give the model as a checkpoint with its architecture"
+        )
     modules = dict(model.named_modules())
     if path not in modules or not path:
         roles = getattr(model, "roles", {})

@@ -27,6 +27,7 @@ recomputed, with a warning naming a damaged file (:func:`read_cache`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -173,7 +174,8 @@ class KnowledgePointsAnalysis(Analysis):
 
     def _networks(self, study: StudyResult) -> list[Group]:
         groups = [g for g in study.groups.values() if g.role != "teacher"]
-        return ([study.teacher] if self.include_teacher else []) + groups
+        teacher = self.include_teacher and study.config.teacher.torchscript is None
+        return ([study.teacher] if teacher else []) + groups  # TorchScript: no layer to read
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         layers = self._layers(study)
@@ -239,6 +241,7 @@ class KnowledgePointsAnalysis(Analysis):
         return json.dumps(
             {
                 "plan": run.plan.fingerprint(),
+                "given": run.result.get("given"),  # a given model's file: path, size, time
                 "layer": layer,
                 "options": self.options,
                 "settings": self.settings.__dict__,
@@ -260,7 +263,9 @@ class KnowledgePointsAnalysis(Analysis):
         path = cache_path(study.out_dir, g.name, run.plan.seed, layer)
         fp = self._fingerprint(run, layer)
         epochs = list(run.plan.checkpoints)
-        distance, displacement = run_distances(run, layer, epochs)
+        distance, displacement = (
+            ([math.nan] * len(epochs),) * 2 if run.given else run_distances(run, layer, epochs)
+        )
         cached = read_cache(path, fp, epochs, len(inputs))
         if cached is not None:
             progress(len(epochs) * len(inputs))
@@ -344,10 +349,14 @@ class KnowledgePointsAnalysis(Analysis):
         at chance level), and the per-epoch displacement metrics beside them, never a verdict."""
         assert g.baseline is not None
         paired, sizes = {}, {}
+        no_series: set[str] = set()  # networks with one checkpoint: no speed, no stability
         for seed in sorted(g.runs):
             base = trajs.get((g.baseline, seed, layer))
             if base is None:
                 continue
+            for name, traj in ((g.name, trajs[g.name, seed, layer]), (g.baseline, base)):
+                if len(traj.epochs) < 2:
+                    no_series.add(name)
             rows, common = compare(
                 trajs[g.name, seed, layer], base, self.effective_filter, **self._metric_options()
             )
@@ -368,7 +377,11 @@ class KnowledgePointsAnalysis(Analysis):
         for m, expected in {**EXPECTED, **DISPLACEMENT}.items():
             diff = summarise(paired, statistic=statistic(m, paired=True))
             per_metric[m] = {**diff, "expected": expected}
-            if why_not is None and m in EXPECTED:
+            if no_series and m in TRAJECTORY_METRICS:
+                per_metric[m]["not_measured"] = not_measured(sorted(no_series))
+                if m in EXPECTED:
+                    per_metric[m]["verdict"] = verdicts_.NOT_MEASURED
+            elif why_not is None and m in EXPECTED:
                 per_metric[m]["verdict"] = verdicts_.chance_guard(
                     verdicts_.directional(diff, expected), at_chance
                 )
@@ -413,7 +426,7 @@ def assumptions(
         ("scale s", scale, "kdscope's choice (docs/knowledge_points.md)"),
         (
             "models",
-            f"teacher {study.config.teacher.model.label()}, students "
+            f"teacher {study.config.teacher.label()}, students "
             f"{study.config.student.model.label()}",
             source if data.modality != "image" else "study file",
         ),
@@ -474,6 +487,20 @@ _MODES = {
     "calibration to the target entropy; a different estimand from the papers' calibrated "
     "snapshot, not comparable with fast or reference numbers",
 }
+
+
+#: the metrics measured along a training trajectory (learning speed and stability)
+TRAJECTORY_METRICS = frozenset(
+    (*HYPOTHESES["learning_speed"], *HYPOTHESES["stability"], *DISPLACEMENT)
+)
+
+
+def not_measured(networks: list[str]) -> str:
+    """Why learning speed and stability are not measured for a pair including ``networks``."""
+    return (
+        f"{', '.join(networks)}: one checkpoint only (a given model without a checkpoint "
+        "series): learning speed and stability need a series"
+    )
 
 
 def mimicked_layer(g: Group) -> str | None:

@@ -64,6 +64,7 @@ class AccuracyMatchedAnalysis(Analysis):
     """
 
     name = "accuracy_matched"
+    trains = "distilled students with lower distillation weights (the students' recipe)"
     title = "Accuracy-matched control: lower distillation weight, same vulnerability?"
     requires = ("adversarial",)
 

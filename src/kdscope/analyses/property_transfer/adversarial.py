@@ -33,6 +33,7 @@ between independent seeds (fooled_Ind,i − fooled_Ind,j on the kept inputs, per
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -104,7 +105,8 @@ def foreign_model(study: StudyResult, foreign: str | dict[str, Any]) -> nn.Modul
     model = ModelConfig.model_validate(foreign)
     spec = StudentConfig(method="ce", name="foreign", model=model)
     suffix = "".join(f"_{k}{v}" for k, v in sorted(model.params.items()))
-    root = study.out_dir / "analyses" / "adversarial" / f"foreign_{model.name}{suffix}"
+    stem = model.name or re.sub(r"\W+", "_", str(model.factory))  # a factory path: a safe name
+    root = study.out_dir / "analyses" / "adversarial" / f"foreign_{stem}{suffix}"
     return train_variant(
         study, spec, study.config.teacher.train, study.config.teacher_seed, root, None
     )
@@ -189,6 +191,7 @@ class AdversarialAnalysis(Analysis):
     """
 
     name = "adversarial"
+    trains = "the foreign attack source (cross-entropy, the teacher's recipe and seed)"
     title = "Adversarial vulnerability: do the teacher's attacks fool the students?"
 
     def __init__(

@@ -58,6 +58,10 @@ class InvarianceAnalysis(Analysis):
     """
 
     name = "invariance"
+    trains = (
+        "the control teacher T* (the teacher's architecture and recipe without the augmentations "
+        "the students lack) and its students (the students' recipe)"
+    )
     title = "Invariance: do students inherit the teacher's augmentation invariances?"
 
     def __init__(
@@ -85,6 +89,12 @@ class InvarianceAnalysis(Analysis):
         data = study.data.test
         if data.modality != "image" or data.inputs.dim() != 4 or data.inputs.shape[1] != 3:
             return f"the transforms act on RGB images; the data are {data.modality}"
+        if self.control_teacher and study.config.teacher.model is None:
+            return (
+                "the T* control retrains the teacher's architecture, which a TorchScript teacher "
+                "does not give (set control_teacher: false, or give the teacher as a checkpoint "
+                "with its model)"
+            )
         return None
 
     def run(self, study: StudyResult) -> dict[str, Any]:

@@ -101,6 +101,7 @@ class LocalisationAnalysis(Analysis):
     """
 
     name = "localisation"
+    reads_teacher_layers = True
     title = "Localisation: Grad-CAM win rate against the independent student"
 
     def __init__(

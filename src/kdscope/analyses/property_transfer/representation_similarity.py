@@ -119,6 +119,7 @@ class RepresentationSimilarityAnalysis(Analysis):
     """
 
     name = "representation_similarity"
+    reads_teacher_layers = True
     title = "Representation similarity: linear CKA with the teacher"
 
     def __init__(

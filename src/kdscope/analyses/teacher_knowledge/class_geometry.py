@@ -114,6 +114,7 @@ class ClassGeometryAnalysis(Analysis):
     """
 
     name = "class_geometry"
+    reads_teacher_layers = True
     title = "Domain knowledge: class geometry of the logit layer"
 
     def __init__(self, permutations: int = 999) -> None:

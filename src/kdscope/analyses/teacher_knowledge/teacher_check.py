@@ -132,6 +132,10 @@ class TeacherCheckAnalysis(Analysis):
     """
 
     name = "teacher_check"
+    trains = (
+        "teachers of the teacher's architecture (label-smoothed, over-trained, "
+        "early-stopped) and a KD student from each (the students' recipe)"
+    )
     title = "Failure diagnosis: the teacher check"
     requires = ("accuracy",)
 
@@ -193,6 +197,17 @@ class TeacherCheckAnalysis(Analysis):
         return check_teacher(
             teacher, study.student_data.train, study.data.test, tau, lam, correct, self.thresholds
         )
+
+    def extra_models(self) -> str:
+        return self.trains if self.zoo else ""
+
+    def applies_to(self, study: StudyResult) -> str | None:
+        if self.zoo and study.config.teacher.model is None:
+            return (
+                "the zoo retrains the teacher's architecture, which a TorchScript teacher does "
+                "not give (set zoo: false, or give the teacher as a checkpoint with its model)"
+            )
+        return None
 
     def _zoo_member(
         self,
