@@ -276,3 +276,63 @@ def test_a_factory_beside_the_study_file_is_found(
     monkeypatch.chdir(tmp_path.parent)
     assert load_study(tmp_path / "study.yaml").teacher.model.factory == "beside_nets:mlp"
     sys.modules.pop("beside_nets", None)
+
+
+KP = {"name": "knowledge_points", "candidates": 8, "target": 4}
+
+
+def test_a_given_checkpoint_series_measures_speed_and_stability(tmp_path: Path) -> None:
+    """Given back as checkpoint series, the trained models' knowledge points are those of the
+    study that trained them: identical with the path lengths their training logged, and with
+    the series alone (a checkpoint per epoch) the learning speed is the per-epoch displacement."""
+    trained_cfg = study(
+        student={"model": NET, "train": {"epochs": 2}},
+        checkpoints=[0, 1, 2],
+        layers=["conv"],
+        analyses=[KP],
+    )
+    trained = tmp_path / "trained"
+    run_study(parse_study(trained_cfg), trained, quiet=True)
+
+    def series(group: str, seed: int) -> dict[int, str]:
+        folder = trained / "models" / group / f"seed{seed}"
+        return {e: str(folder / "checkpoints" / f"epoch_{e:03d}.pt") for e in (0, 1, 2)}
+
+    def given(group: str, logged: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"checkpoints": {s: series(group, s) for s in (0, 1)}}
+        if logged:
+            out["path_lengths"] = {
+                s: str(trained / "models" / group / f"seed{s}" / "trajectory.json") for s in (0, 1)
+            }
+        return out
+
+    def kp(out: Path) -> dict[str, Any]:
+        return json.loads((out / "summary.json").read_text())["analyses"]["knowledge_points"]
+
+    want = kp(trained)
+    for logged in (True, False):
+        teacher = trained / "models/teacher/seed0/checkpoints/epoch_002.pt"
+        cfg = trained_cfg | {
+            "teacher": {"model": NET, "checkpoint": str(teacher)},
+            "baseline": given("baseline", logged),
+            "students": [{"method": "kd", "given": given("kd", logged)}],
+        }
+        out = tmp_path / f"given_{logged}"
+        run_study(parse_study(cfg), out, quiet=True)
+        got = kp(out)
+        for name in ("baseline", "kd"):
+            ours = got["layers"]["conv"]["networks"][name]["metrics"]
+            theirs = want["layers"]["conv"]["networks"][name]["metrics"]
+            assert ours["rho"] == theirs["rho"] and ours["n_fg"] == theirs["n_fg"]
+            if logged:
+                assert ours["d_mean"] == theirs["d_mean"]
+            else:  # one checkpoint per epoch: the displacement between them is D_epoch
+                assert ours["d_mean"]["mean"] == pytest.approx(theirs["d_epoch_mean"]["mean"])
+        if logged:  # the teacher is given without a series here: its own entry differs
+            ours, theirs = got["layers"]["conv"], want["layers"]["conv"]
+            assert ours["comparisons"] == theirs["comparisons"]
+            for name in ("baseline", "kd"):
+                assert ours["networks"][name] == theirs["networks"][name]
+            assert got["settings"]["distance_for_verdicts"] == "per-step path length"
+        else:
+            assert "a lower bound" in got["settings"]["distance_for_verdicts"]

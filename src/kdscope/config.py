@@ -16,6 +16,7 @@ import json
 import re
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -344,23 +345,84 @@ class TeacherConfig(RoleConfig, _OmitUnset):
         return self.model.label()
 
 
+@dataclass(frozen=True)
+class Given:
+    """A model trained elsewhere (:mod:`kdscope.given`): its final ``checkpoint`` (a state dict
+    of the group's model) or ``torchscript`` file at ``path``; optionally the ``series`` of
+    checkpoints of its training, (epoch, path) in order, ``path`` being the last, and the
+    ``path_lengths`` its training logged (a ``trajectory.json`` of
+    :class:`kdscope.knowledge_points.WeightPathLogger`)."""
+
+    kind: Literal["checkpoint", "torchscript"]
+    path: Path
+    series: tuple[tuple[int, Path], ...] = ()
+    path_lengths: Path | None = None
+
+    @property
+    def epochs(self) -> tuple[int, ...]:
+        """The epochs of the checkpoint series (none without one)."""
+        return tuple(e for e, _ in self.series)
+
+    def identity(self) -> dict[str, Any]:
+        """Every file of the model as recorded in its run's result: path, size and
+        modification time (ns), so that a changed file is read again."""
+        out: dict[str, Any] = {"kind": self.kind, **_stat(self.path)}
+        if self.series:
+            out["series"] = {str(e): _stat(p) for e, p in self.series}
+        if self.path_lengths is not None:
+            out["path_lengths"] = _stat(self.path_lengths)
+        return out
+
+
+def _stat(path: Path) -> dict[str, Any]:
+    """A file's path, size and modification time; a user error if it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise KdscopeError(f"cannot read the given model {path}: {e.strerror}") from None
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 class GivenRuns(BaseModel):
-    """Models trained elsewhere, one per seed: ``checkpoint`` (state dicts of the group's model)
-    or ``torchscript`` files, each one path (a study of one seed) or a mapping seed → path."""
+    """Models trained elsewhere, one per seed: ``checkpoint`` (state dicts of the group's
+    model) or ``torchscript`` files, each one path (a study of one seed) or a mapping seed →
+    path; or ``checkpoints``, a checkpoint series per seed (seed → epoch → path; the last is the
+    final model; epoch 0, the initial weights, anchors the distances), with optionally the
+    ``path_lengths`` its training logged (seed → ``trajectory.json``)."""
 
     model_config = _STRICT
     checkpoint: PerSeed | None = None
     torchscript: PerSeed | None = None
+    checkpoints: dict[int, dict[int, GivenPath]] | None = None
+    path_lengths: dict[int, GivenPath] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> GivenRuns:
-        if (self.checkpoint is None) == (self.torchscript is None):
-            raise ValueError("give either 'checkpoint' or 'torchscript'")
+        given = [k for k in ("checkpoint", "torchscript", "checkpoints") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give one of 'checkpoint', 'torchscript' and 'checkpoints'")
+        if self.path_lengths is not None and self.checkpoints is None:
+            raise ValueError("'path_lengths' go with a checkpoint series ('checkpoints')")
+        for seed, series in (self.checkpoints or {}).items():
+            if len(series) < 2 or any(e < 0 for e in series):
+                raise ValueError(
+                    f"checkpoints of seed {seed}: a series needs two or more epochs >= 0"
+                )
         return self
 
-    def files(self, seeds: tuple[int, ...], where: str) -> dict[int, tuple[str, Path]]:
-        """(kind, path) per seed; a ValueError naming ``where`` unless the files cover exactly
-        ``seeds``."""
+    def files(self, seeds: tuple[int, ...], where: str) -> dict[int, Given]:
+        """The given model of every seed; a ValueError naming ``where`` unless the files cover
+        exactly ``seeds``."""
+        if self.checkpoints is not None:
+            _cover(set(self.checkpoints), seeds, where, "checkpoint series")
+            if self.path_lengths is not None:
+                _cover(set(self.path_lengths), seeds, where, "path_lengths")
+            out = {}
+            for seed in seeds:
+                series = tuple(sorted(self.checkpoints[seed].items()))
+                lengths = None if self.path_lengths is None else self.path_lengths[seed]
+                out[seed] = Given("checkpoint", series[-1][1], series, lengths)
+            return out
         kind = "checkpoint" if self.checkpoint is not None else "torchscript"
         value = self.checkpoint if self.checkpoint is not None else self.torchscript
         if isinstance(value, Path):
@@ -368,14 +430,18 @@ class GivenRuns(BaseModel):
                 raise ValueError(
                     f"{where}: one {kind} file for {len(seeds)} seeds; map each seed to its file"
                 )
-            return {seeds[0]: (kind, value)}
+            return {seeds[0]: Given(kind, value)}
         assert value is not None
-        if set(value) != set(seeds):
-            raise ValueError(
-                f"{where}: {kind} files for seeds {sorted(value)}, the study has seeds "
-                f"{list(seeds)}"
-            )
-        return {seed: (kind, value[seed]) for seed in seeds}
+        _cover(set(value), seeds, where, f"{kind} files")
+        return {seed: Given(kind, value[seed]) for seed in seeds}
+
+
+def _cover(given: set[int], seeds: tuple[int, ...], where: str, what: str) -> None:
+    """A ValueError unless ``given`` (seeds with files) is exactly ``seeds``."""
+    if given != set(seeds):
+        raise ValueError(
+            f"{where}: {what} for seeds {sorted(given)}, the study has seeds {list(seeds)}"
+        )
 
 
 class StudentConfig(_WithParams, _OmitUnset):
@@ -531,8 +597,8 @@ class StudyConfig(_OmitUnset):
         self.given_runs()  # raises on given files that do not cover the seeds
         return self
 
-    def given_runs(self) -> dict[str, dict[int, tuple[str, Path]]]:
-        """The baseline's and the students' given files: group name → seed → (kind, path)."""
+    def given_runs(self) -> dict[str, dict[int, Given]]:
+        """The baseline's and the students' given models: group name → seed → :class:`Given`."""
         out = {}
         if self.baseline is not None:
             out["baseline"] = self.baseline.files(self.seeds, "baseline")

@@ -23,48 +23,24 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kdscope import io
-from kdscope.config import ModelConfig
+from kdscope.config import Given, ModelConfig
 from kdscope.datasets import DataSplits
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import accuracy_and_loss
 from kdscope.runs import check_inside, writing
 from kdscope.trainer import RunPlan, check_model_io
 
-Kind = Literal["checkpoint", "torchscript"]
-
 #: the keys under which training scripts commonly store the model's state dict
 WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "network")
 #: key prefixes added by wrappers of the model (DataParallel / DDP, torch.compile)
 PREFIXES = ("module.", "_orig_mod.")
-
-
-@dataclass(frozen=True)
-class Given:
-    """A model file: a ``checkpoint`` (state dict of ``model``) or a ``torchscript`` file."""
-
-    kind: Kind
-    path: Path
-
-    def identity(self) -> dict[str, Any]:
-        """The file as recorded in a run's result: path, size and modification time (ns)."""
-        try:
-            stat = self.path.stat()
-        except OSError as e:
-            raise KdscopeError(f"cannot read the given model {self.path}: {e.strerror}") from None
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-        }
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:  # noqa: ANN401  (any file)
@@ -133,9 +109,12 @@ def load_state(model: nn.Module, path: Path, label: str) -> nn.Module:
     return model
 
 
-def load_given(given: Given, model: ModelConfig | None, num_classes: int) -> nn.Module:
+def load_given(
+    given: Given, model: ModelConfig | None, num_classes: int, epoch: int | None = None
+) -> nn.Module:
     """The given model in eval mode: the checkpoint loaded into ``model`` built for
-    ``num_classes`` classes, or the TorchScript file loaded on the CPU."""
+    ``num_classes`` classes (at ``epoch`` of its series; default: the final one), or the
+    TorchScript file loaded on the CPU."""
     if given.kind == "torchscript":
         try:
             with warnings.catch_warnings():  # torch deprecates TorchScript; users still have it
@@ -147,9 +126,10 @@ def load_given(given: Given, model: ModelConfig | None, num_classes: int) -> nn.
         return loaded.eval()
     if model is None:
         raise KdscopeError(f"{given.path}: a checkpoint needs a 'model' to load it into")
+    path = dict(given.series).get(epoch, given.path) if epoch is not None else given.path
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the RNG
         built = model.build(num_classes)
-    return load_state(built, given.path, model.label()).eval()
+    return load_state(built, path, model.label()).eval()
 
 
 def adopt(

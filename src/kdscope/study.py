@@ -30,13 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from kdscope import io
-from kdscope.config import ModelConfig, StudentConfig, StudyConfig, Subset, TrainConfig
+from kdscope.config import Given, ModelConfig, StudentConfig, StudyConfig, Subset, TrainConfig
 from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, LocalExecutor
-from kdscope.given import Given, adopt, load_given
+from kdscope.given import adopt, load_given, load_state
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, resume_run, writing
@@ -77,7 +77,7 @@ class Run:
                 f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}"
             )
         if self.given is not None:
-            return load_given(self.given, self.plan.model, self.num_classes)
+            return load_given(self.given, self.plan.model, self.num_classes, epoch)
         return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
 
     def metrics(self) -> list[dict[str, str]]:
@@ -196,23 +196,30 @@ def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
             groups[name] = Group(name, "baseline", "ce", model, train)
         students.append(Group(s.label, "student", s.method, model, train, s.params, baselines[key]))
     groups.update((g.name, g) for g in students)
-    for name, files in cfg.given_runs().items():
-        groups[name].given = {seed: Given(kind, path) for seed, (kind, path) in files.items()}
+    for name, given in cfg.given_runs().items():
+        groups[name].given = given
     return groups
 
 
 def _plan(cfg: StudyConfig, g: Group, seed: int) -> RunPlan:
-    """The run of group ``g`` and ``seed``; a given model has its final checkpoint only."""
-    epochs = g.train.epochs
-    given = seed in g.given
+    """The run of group ``g`` and ``seed``. A given model has the epochs of its checkpoint
+    series (its last one the end of training), or its final checkpoint only."""
+    train, given = g.train, g.given.get(seed)
+    if given is not None and given.series:
+        train = train.model_copy(update={"epochs": given.epochs[-1]})
+        checkpoints = given.epochs
+    elif given is not None:
+        checkpoints = (train.epochs,)
+    else:
+        checkpoints = tuple(checkpoint_epochs(cfg.checkpoints, train.epochs))
     return RunPlan(
         name=g.name,
         seed=seed,
         model=g.model,
         method=g.method,
         method_params=g.method_params,
-        train=g.train,
-        checkpoints=(epochs,) if given else tuple(checkpoint_epochs(cfg.checkpoints, epochs)),
+        train=train,
+        checkpoints=checkpoints,
         layers=cfg.layers,
     )
 
@@ -245,6 +252,8 @@ def _validate_given(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group]
         for given in g.given.values():
             model = load_given(given, g.model, data.num_classes)
             check_model_io(model, example, data.num_classes, f"given model {given.path}")
+            for _epoch, path in given.series[:-1]:  # the rest of its checkpoint series
+                load_state(model, path, str(g.model.label() if g.model else g.name))
             if given.kind == "checkpoint":  # TorchScript layers cannot be read (models.hooks)
                 for layer in cfg.layers:
                     resolve_layer(model, layer)

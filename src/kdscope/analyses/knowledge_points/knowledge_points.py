@@ -41,6 +41,7 @@ from kdscope.analyses.knowledge_points.cache import cache_arrays, cache_path, re
 from kdscope.analyses.knowledge_points.report import render
 from kdscope.analyses.study_views import pair_at_chance
 from kdscope.errors import KdscopeError
+from kdscope.given import unwrap_state_dict
 from kdscope.knowledge_points.diagnosis import (
     COLUMNS,
     DISPLACEMENT,
@@ -56,6 +57,7 @@ from kdscope.knowledge_points.diagnosis import (
 )
 from kdscope.knowledge_points.estimator import EstimatorSettings, Mode
 from kdscope.knowledge_points.modalities import UNIT_MAPS
+from kdscope.knowledge_points.weight_path import from_checkpoints, read_distances
 from kdscope.methods.feature_mimic import FeatureMimic
 from kdscope.models.hooks import resolve_layer
 from kdscope.progress import progress
@@ -205,7 +207,7 @@ class KnowledgePointsAnalysis(Analysis):
                 **self.options,
                 **next(iter(trajs.values())).info,
                 "modality": train.modality,
-                "distance_for_verdicts": VERDICT_DISTANCE,
+                "distance_for_verdicts": verdict_distance(networks),
             },
             "candidates": [int(i) for i in idx],
             "assumptions": assumptions(study, self.grid, self.qa_count_question, self.options),
@@ -263,9 +265,10 @@ class KnowledgePointsAnalysis(Analysis):
         path = cache_path(study.out_dir, g.name, run.plan.seed, layer)
         fp = self._fingerprint(run, layer)
         epochs = list(run.plan.checkpoints)
-        distance, displacement = (
-            ([math.nan] * len(epochs),) * 2 if run.given else run_distances(run, layer, epochs)
-        )
+        if run.given is None:
+            distance, displacement = run_distances(run, layer, epochs)
+        else:
+            distance, displacement = given_distances(run, layer, epochs)
         cached = read_cache(path, fp, epochs, len(inputs))
         if cached is not None:
             progress(len(epochs) * len(inputs))
@@ -541,6 +544,43 @@ def run_distances(run: Run, layer: str, epochs: list[int]) -> tuple[list[float],
         )
     step, epoch = logged["cumulative_distance"], logged["cumulative_displacement"]
     return [step[e] for e in epochs], [epoch[e] for e in epochs]
+
+
+def verdict_distance(networks: list[Group]) -> str:
+    """The distance learning speed is measured with: the per-step path length, except for
+    given models with a checkpoint series and no logged path length (named)."""
+    bounded = sorted(
+        g.name
+        for g in networks
+        for run in g.runs.values()
+        if run.given is not None and len(run.given.series) > 1 and run.given.path_lengths is None
+    )
+    if not bounded:
+        return VERDICT_DISTANCE
+    return (
+        f"{VERDICT_DISTANCE}; for the given {', '.join(dict.fromkeys(bounded))}: the "
+        "displacement between their checkpoints (no path length logged; a lower bound)"
+    )
+
+
+def given_distances(run: Run, layer: str, epochs: list[int]) -> tuple[list[float], list[float]]:
+    """The distances of a given model's layer at ``epochs``: from the ``path_lengths`` its
+    training logged (:class:`~kdscope.knowledge_points.WeightPathLogger`, under the study's
+    layer name); else, from its checkpoint series, the displacement between consecutive
+    checkpoints (:func:`~kdscope.knowledge_points.from_checkpoints`, a lower bound of the path
+    length) for both; NaN without a series (one checkpoint: no learning speed)."""
+    given = run.given
+    assert given is not None
+    if given.path_lengths is not None:
+        return read_distances(given.path_lengths, layer, epochs)
+    if len(given.series) < 2:
+        return [math.nan] * len(epochs), [math.nan] * len(epochs)
+    model = run.load()
+    series = [unwrap_state_dict(io.load_torch(path), path) for _, path in given.series]
+    moved = from_checkpoints(series, [resolve_layer(model, layer)], model)
+    cumulative = next(iter(moved.values()))["cumulative_displacement"]
+    at = dict(zip(given.epochs, cumulative, strict=True))
+    return [at[e] for e in epochs], [at[e] for e in epochs]
 
 
 def counted_units(
