@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from file_fixtures import write_cub, write_voc
 
 from kdscope import parse_study
 from kdscope.config import load_preset, preset_names
@@ -73,8 +76,47 @@ def _squad(root: Path) -> dict[str, Any]:
     return {"root": str(root), "question_length": 6, "context_length": 12}
 
 
+def _image_folder(root: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, colour in enumerate(((255, 0, 0), (0, 0, 255))):
+            folder = root / split / f"class{c}"
+            masks = root / "masks" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            masks.mkdir(parents=True)
+            Image.new("RGB", (6, 6), colour).save(folder / "a.png")
+            Image.new("L", (6, 6), 255).save(masks / "a.png")
+    return {"root": str(root), "size": 4}
+
+
+def _cifar(root: Path) -> dict[str, Any]:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [b"airplane", b"automobile"]
+    with (folder / "batches.meta").open("wb") as f:
+        pickle.dump({b"label_names": names}, f, protocol=2)
+    for i, name in enumerate([*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]):
+        data = np.full((2, 3072), 40 * i, dtype=np.uint8)
+        with (folder / name).open("wb") as f:
+            pickle.dump({b"data": data, b"labels": [0, 1]}, f, protocol=2)
+    return {"root": str(root)}
+
+
+def _npz(root: Path) -> dict[str, Any]:
+    root.mkdir(parents=True)
+    x = np.arange(6 * 3 * 4 * 4, dtype=np.uint8).reshape(6, 3, 4, 4)
+    np.savez(root / "d.npz", x=x, y=np.array([0, 1, 0, 1, 0, 1]), foreground=x[:, 0] > 50)
+    return {"path": str(root / "d.npz"), "test_fraction": 0.5}
+
+
 # loaders of user files, fed tiny files written here (args: a folder that does not exist yet)
 FILES: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "cifar": _cifar,
+    "cub200": lambda root: {"root": str(write_cub(root)), "size": 8},
+    "image_folder": _image_folder,
+    "npz": _npz,
+    "voc": lambda root: {"root": str(write_voc(root)), "size": 8},
     "modelnet40": _modelnet40,
     "sst2": _sst2,
     "squad": _squad,
@@ -121,10 +163,14 @@ def _check_split(split: TensorDataset, num_classes: int, modality: str | None) -
     assert split.foreground.dtype == torch.bool and split.foreground.shape[0] == n
     if modality is not None:
         assert split.modality == modality, f"declared {modality!r}, inputs are {split.modality!r}"
-    if split.modality == "image":
-        assert split.inputs.dim() == 4 and split.inputs.is_floating_point()
+    if split.modality == "image":  # floats in [0, 1], or uint8 read from files (x / 255)
+        assert split.inputs.dim() == 4
+        assert split.inputs.is_floating_point() or split.inputs.dtype == torch.uint8
         assert split.foreground.shape == (n, *split.inputs.shape[2:])
-        assert float(split.inputs.min()) >= 0.0 and float(split.inputs.max()) <= 1.0
+        x = split.inputs_at()
+        assert x.dtype == torch.float32 or x.is_floating_point()
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert split.channels == split.inputs.shape[1]
     elif split.modality == "points":
         assert split.inputs.dim() == 3 and split.inputs.is_floating_point()
         assert split.foreground.shape == (n, split.inputs.shape[1])

@@ -112,7 +112,7 @@ def bench_knowledge_points(images: int = 6, repeats: int = 1) -> list[dict[str, 
     from kdscope.knowledge_points.estimator import EstimatorSettings, estimate
 
     data = build_dataset("shapes", n_train=512, n_test=128, size=16, seed=0)
-    x = data.train.inputs[:images]
+    x = data.train.inputs_at(slice(0, images))
     networks = _kp_networks(data)
     units = image_units(networks["teacher"], x)
     fg = units.foreground(data.train.foreground[:images]).numpy()

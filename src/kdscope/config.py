@@ -225,6 +225,15 @@ class ModelConfig(_WithParams, _OmitUnset):
             model.roles = {**getattr(model, "roles", {}), **self.roles}
         return model
 
+    def in_channels(self) -> int | None:
+        """The input channels the model is built for, when its constructor takes an
+        ``in_channels`` (given, else its default); None otherwise."""
+        param = inspect.signature(self.constructor()).parameters.get("in_channels")
+        if param is None:
+            return None
+        value = self.params.get("in_channels", param.default)
+        return value if isinstance(value, int) else None
+
     def takes_vocabulary(self) -> bool:
         """Whether the model embeds token ids and leaves its ``vocab_size`` to the dataset."""
         ctor = self.constructor()

@@ -5,7 +5,19 @@ Each built-in lives in its own file and registers itself with ``@register_datase
 check); this package imports them all.
 """
 
-from kdscope.datasets import hierarchy, modelnet, points, qa, sentiment, shapes  # noqa: F401  (register the built-ins)
+from kdscope.datasets import (  # noqa: F401  (register the built-ins)
+    cifar,
+    cub200,
+    hierarchy,
+    image_folder,
+    modelnet,
+    npz,
+    points,
+    qa,
+    sentiment,
+    shapes,
+    voc,
+)
 from kdscope.datasets.base import Batch, DataSplits, Sample, TensorDataset
 from kdscope.datasets.registry import (
     DATASETS,

@@ -49,13 +49,17 @@ class Batch:
 class TensorDataset:
     """A dataset held as stacked tensors.
 
-    ``inputs`` is (N, ...) float, ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
+    ``inputs`` is (N, ...) float, or uint8 for images read from files (0..255, scaled to [0, 1]
+    per batch, so that large image sets fit in memory: read them with :meth:`inputs_at`, or
+    through :meth:`batch`), ``labels`` (N,) int64, ``foreground`` (N, *spatial) bool and
     each tag (N,) int64 or float. ``tag_labels`` names the values of an integer tag for reports
     (tag -> value -> name, e.g. ``{"domain": {0: "plain", 1: "coloured"}}``); a tag or value it
     leaves out is shown by its number. ``modality`` tells analyses how to perturb the input ("image",
     "vector", "points", "text"). ``class_info`` holds per-class tensors with ``num_classes`` rows
     (e.g. ``"superclass"``: (K,) int64, ``"centre"``: (K, d) float). Text datasets hold token ids
     (N, L) int64 and their ``vocab`` (id → token; see :mod:`kdscope.datasets.text`).
+    ``has_foreground`` is False when the dataset has no object annotation (images read without
+    masks: ``foreground`` is then all True and the analyses that need the object skip).
     ``annotation`` says in one sentence where the foreground flags come from (the report
     prints it: e.g. a lexicon's words for sentence-level sentiment files). ``task`` is
     ``"classification"`` (labels name classes) or ``"span"`` (extractive QA: labels are answer
@@ -75,6 +79,7 @@ class TensorDataset:
     vocab: tuple[str, ...] = ()
     annotation: str = ""
     task: Literal["classification", "span"] = "classification"
+    has_foreground: bool = True
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -97,13 +102,28 @@ class TensorDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def channels(self) -> int | None:
+        """The channel count of image inputs (N, C, H, W); None for other inputs."""
+        return (
+            int(self.inputs.shape[1])
+            if self.modality == "image" and self.inputs.dim() == 4
+            else None
+        )
+
+    def inputs_at(self, index: Tensor | slice | None = None) -> Tensor:
+        """The inputs at ``index`` (all of them by default) as a model reads them: uint8 images
+        scaled to float32 in [0, 1] (x / 255), any other inputs unchanged."""
+        rows = self.inputs if index is None else self.inputs[index]
+        return rows.float().div_(255) if rows.dtype == torch.uint8 else rows
+
     def tag_label(self, tag: str, value: int) -> str:
         """The name of ``value`` of ``tag`` (from ``tag_labels``), else ``"{tag} {value}"``."""
         return self.tag_labels.get(tag, {}).get(int(value), f"{tag} {value}")
 
     def __getitem__(self, i: int) -> Sample:
         return Sample(
-            input=self.inputs[i],
+            input=self.inputs_at(slice(i, i + 1))[0],
             label=int(self.labels[i]),
             foreground=self.foreground[i],
             tags={k: v[i].item() for k, v in self.tags.items()},
@@ -112,7 +132,7 @@ class TensorDataset:
     def batch(self, index: Tensor) -> Batch:
         """The examples at ``index`` (a 1-D int64 tensor) as a :class:`Batch`."""
         return Batch(
-            input=self.inputs[index],
+            input=self.inputs_at(index),
             label=self.labels[index],
             foreground=self.foreground[index],
             index=index,
@@ -144,6 +164,7 @@ class TensorDataset:
             vocab=self.vocab,
             annotation=self.annotation,
             task=self.task,
+            has_foreground=self.has_foreground,
         )
 
 

@@ -109,7 +109,7 @@ class KDSim(SoftTargetMethod):
                 )
             self.targets = cosine_targets(templates.float(), self.beta, self.centred)
         else:
-            rho = teacher_probabilities(teacher, ctx.train.inputs, self.rho_tau)
+            rho = teacher_probabilities(teacher, ctx.train.inputs_at(), self.rho_tau)
             self.targets = class_mean_targets(rho, ctx.train.labels, ctx.num_classes)
 
     def tempers_target(self) -> bool:

@@ -50,7 +50,7 @@ class LSMatched(SoftTargetMethod):
 
     def bind(self, ctx: BindContext) -> None:
         teacher = require_teacher(self.name, ctx.teacher)
-        rho = teacher_probabilities(teacher, ctx.train.inputs, self.rho_tau)
+        rho = teacher_probabilities(teacher, ctx.train.inputs_at(), self.rho_tau)
         self.rho_bar = mean_gt_probability(rho, ctx.train.labels.to(rho.device))
 
     def build(self, rho: Tensor, labels: Tensor) -> Tensor:

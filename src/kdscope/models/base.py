@@ -19,6 +19,26 @@ import torch
 from torch import Tensor, nn
 
 
+def channel_stats(
+    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel ``mean`` and ``std`` of a model's normaliser for ``in_channels``
+    channels: as given, else 0.5 and 0.25 for every channel (inputs in [0, 1]); a ValueError
+    naming both lengths when a given one has another length."""
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    out = []
+    for name, given, default in (("mean", mean, 0.5), ("std", std, 0.25)):
+        values = tuple(float(v) for v in given) if given is not None else (default,) * in_channels
+        if len(values) != in_channels:
+            raise ValueError(
+                f"{name} has {len(values)} values for in_channels {in_channels}; give one per "
+                f"channel, or leave it out ({default} per channel)"
+            )
+        out.append(values)
+    return out[0], out[1]
+
+
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` over dimension 1."""
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from kdscope.models.base import Normalize, add_head, run_head
+from kdscope.models.base import Normalize, add_head, channel_stats, run_head
 from kdscope.models.registry import register_model
 
 
@@ -39,8 +39,10 @@ def mlp(
     in_channels: int = 3,
     input_size: int = 32,
     hidden: int = 256,
-    mean: Sequence[float] = (0.5, 0.5, 0.5),
-    std: Sequence[float] = (0.25, 0.25, 0.25),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> MLP:
-    """MLP for (in_channels, input_size, input_size) inputs with two hidden layers."""
-    return MLP(num_classes, in_channels * input_size * input_size, hidden, mean, std)
+    """MLP for (in_channels, input_size, input_size) inputs with two hidden layers; ``mean`` /
+    ``std`` of its normaliser default to 0.5 / 0.25 per channel."""
+    stats = channel_stats(in_channels, mean, std)
+    return MLP(num_classes, in_channels * input_size * input_size, hidden, *stats)

@@ -160,6 +160,8 @@ class KnowledgePointsAnalysis(Analysis):
             return "the study diagnoses no layer (set 'layers', e.g. [conv, fc1])"
         if not study.by_role("student"):
             return "the study has no distilled student"
+        if not study.student_data.train.has_foreground:
+            return "the dataset has no object masks: foreground and background points need them"
         return None
 
     def _layers(self, study: StudyResult) -> tuple[str, ...]:
@@ -184,7 +186,7 @@ class KnowledgePointsAnalysis(Analysis):
         train = study.student_data.train
         gen = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(train), generator=gen)[: self.candidates]
-        inputs = train.inputs[idx]
+        inputs = train.inputs_at(idx)
         foreground, counted = counted_units(train, idx, self.qa_count_question)
         networks = self._networks(study)
         total = sum(

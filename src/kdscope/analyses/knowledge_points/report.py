@@ -605,7 +605,7 @@ def _show_input(ax: Axes, study: StudyResult, index: int, xy: np.ndarray | None)
         ax.scatter(*xy[~fg].T, s=4, c="0.75")
         ax.set_aspect("equal")
     else:
-        image = study.student_data.train.inputs[index].detach().float().cpu()
+        image = study.student_data.train.inputs_at(index).detach().float().cpu()
         image = image.permute(1, 2, 0).numpy().clip(0, 1)
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     ax.set_title(f"input #{index}", fontsize=8)

@@ -102,7 +102,7 @@ class AccuracyMatchedAnalysis(Analysis):
         adversarial = study.results["adversarial"]
         eps = float(adversarial["calibration"]["eps"])
         idx = test_subset(study, self.n_inputs, self.seed + 1)
-        x, y = study.data.test.inputs[idx], study.data.test.labels[idx]
+        x, y = study.data.test.inputs_at(idx), study.data.test.labels[idx]
         sources = {"teacher": source_attacks(study.teacher_model, x, y, eps)}
         if adversarial.get("foreign") is not None:
             foreign = foreign_model(study, adversarial["foreign"])

@@ -233,9 +233,9 @@ class AdversarialAnalysis(Analysis):
         cal, ev = idx[perm[:n_cal]], idx[perm[n_cal:]]
         test = study.data.test
         teacher = study.teacher_model
-        cal_result = calibrate_eps(teacher, test.inputs[cal], test.labels[cal], self.target_rate)
+        cal_result = calibrate_eps(teacher, test.inputs_at(cal), test.labels[cal], self.target_rate)
         eps = float(cal_result["eps"])
-        x, y = test.inputs[ev], test.labels[ev]
+        x, y = test.inputs_at(ev), test.labels[ev]
         sources: dict[str, Any] = {}
         measured: dict[str, tuple[dict[str, dict[str, PerSeed]], np.ndarray]] = {}
         runs = [(f"teacher, ε×{f:g}", teacher, eps * f) for f in (1.0, *self.eps_factors)]

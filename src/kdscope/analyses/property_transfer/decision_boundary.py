@@ -110,7 +110,7 @@ class DecisionBoundaryAnalysis(Analysis):
         test = study.data.test
         gen = torch.Generator().manual_seed(self.seed)
         trip = idx[sample_triplets(test.labels[idx], self.triplets, gen)]
-        planes = planes_from_triplets(test.inputs, trip, self.resolution, self.margin)
+        planes = planes_from_triplets(test.inputs_at(), trip, self.resolution, self.margin)
 
         def predict(model: nn.Module) -> torch.Tensor:
             return plane_predictions(model, planes, clip=self.clip)

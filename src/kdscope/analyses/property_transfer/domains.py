@@ -146,7 +146,7 @@ class DomainsAnalysis(Analysis):
         teacher."""
         test, out = study.data.test, {}
         for kind in self.renderings:
-            x = render(test.inputs, test.foreground, kind)
+            x = render(test.inputs_at(), test.foreground, kind)
             t_pred = predict_labels(study.teacher_model, x)
 
             def agree(model: torch.nn.Module, x: torch.Tensor = x, t: torch.Tensor = t_pred):

@@ -98,7 +98,7 @@ class InvarianceAnalysis(Analysis):
         return None
 
     def run(self, study: StudyResult) -> dict[str, Any]:
-        x = study.data.test.inputs[test_subset(study, self.n_inputs, self.seed)]
+        x = study.data.test.inputs_at(test_subset(study, self.n_inputs, self.seed))
         star = self._control_models(study) if self.control_teacher else {}
         teacher_aug = list(study.config.teacher.train.augment)
         student_aug = list(study.config.student.train.augment)

@@ -127,11 +127,13 @@ class LocalisationAnalysis(Analysis):
 
     def _maps(self, study: StudyResult, group: str, seed: int, idx: torch.Tensor) -> torch.Tensor:
         model = study.groups[group].runs[seed].load()
-        x, y = study.data.test.inputs[idx], study.data.test.labels[idx]
+        x, y = study.data.test.inputs_at(idx), study.data.test.labels[idx]
         return gradcam_maps(model, resolve_layer(model, self.layer), x, y)
 
     def run(self, study: StudyResult) -> dict[str, Any]:
         idx = test_subset(study, self.n_inputs, self.seed)
+        masks = study.data.test.has_foreground  # without masks: no foreground-energy extension
+        measures = MEASURES if masks else {WHAT: "cam"}
         fg = study.data.test.foreground[idx]
         t_maps = self._maps(study, "teacher", study.config.teacher_seed, idx)
         t_energy = foreground_energy(t_maps, fg)
@@ -143,18 +145,19 @@ class LocalisationAnalysis(Analysis):
                 continue
             for s in sorted(g.runs):
                 maps = self._maps(study, g.name, s, idx)
-                e = foreground_energy(maps, fg)
                 closeness["cam"].setdefault(g.name, {})[s] = map_cosine(t_maps, maps)
-                closeness["foreground"].setdefault(g.name, {})[s] = -np.abs(e - t_energy)
-                energy.setdefault(g.name, {})[s] = e
+                if masks:
+                    e = foreground_energy(maps, fg)
+                    closeness["foreground"].setdefault(g.name, {})[s] = -np.abs(e - t_energy)
+                    energy.setdefault(g.name, {})[s] = e
         controls = control_students(study)
         premises = premise(study)
         students: dict[str, Any] = {}
-        records: dict[str, dict[str, Any]] = {WHAT: {}, EXTENSION: {}}
+        records: dict[str, dict[str, Any]] = {what: {} for what in measures}
         for g in study.by_role("student"):
             ind = g.baseline or ""
             entry: dict[str, Any] = {"independent": ind}
-            for what, key in MEASURES.items():
+            for what, key in measures.items():
                 sim = closeness[key]
                 entry[key] = {
                     "win_rate": crossed_win_rate(sim[g.name], sim[ind]),
@@ -176,17 +179,17 @@ class LocalisationAnalysis(Analysis):
         return {
             "n_inputs": len(idx),
             "layer": self.layer,
-            "teacher_energy": float(np.nanmean(t_energy)),
+            "teacher_energy": float(np.nanmean(t_energy)) if masks else None,
             "energy": {n: summarise(per, shared_inputs=True) for n, per in energy.items()},
             "students": students,
             "independent_spread": {
-                b: {k: independent_spread(closeness[k][b]) for k in ("cam", "foreground")}
+                b: {k: independent_spread(closeness[k][b]) for k in measures.values()}
                 for b in baselines
             },
             "premise": {n: p["status"] for n, p in premises.items()},
             "margin": self.margin,
             "verdicts": {WHAT: records[WHAT]},
-            "extension": {EXTENSION: records[EXTENSION]},
+            "extension": {EXTENSION: records[EXTENSION]} if masks else {},
             "examples": idx[:4].tolist(),
         }
 
@@ -202,7 +205,7 @@ class LocalisationAnalysis(Analysis):
                     for c, v in s["cam"]["against_controls"].items()
                 )
                 or "–",
-                fmt_summary(s["foreground"]["win_rate"], 1),
+                fmt_summary(s["foreground"]["win_rate"], 1) if "foreground" in s else "no masks",
             ]
             for n, s in result["students"].items()
         ]
@@ -210,7 +213,7 @@ class LocalisationAnalysis(Analysis):
             [
                 html.escape(b),
                 _spread(c["cam"]),
-                _spread(c["foreground"]),
+                _spread(c["foreground"]) if "foreground" in c else "no masks",
             ]
             for b, c in result["independent_spread"].items()
         ]
@@ -242,16 +245,23 @@ class LocalisationAnalysis(Analysis):
             + "<p class='note'>Win rate of one independent seed over another, per pair; "
             "exchangeable seeds give about 50.</p>"
             + table(["independent", "Grad-CAM win rate per pair", "foreground win rate"], spread)
-            + "<h3>Extension (not a paper finding): share of Grad-CAM energy on the object</h3>"
-            + "<p class='note'>Closeness to the teacher: −|E_model − E_teacher|, E = the share "
-            "of map energy inside the object mask; same inference and rule, not scored.</p>"
-            + verdict_table(
-                result["extension"], "foreground win rate − 50 (points)", result["margin"]
-            )
-            + f"<p>Teacher energy inside the mask: {result['teacher_energy']:.3f}.</p>"
-            + table(["model", "energy inside the mask"], energy)
+            + _extension(result, energy)
             + _overlays(result, study, self)
         )
+
+
+def _extension(result: dict[str, Any], energy: list[list[str]]) -> str:
+    """The foreground-energy extension, or why it was not measured (no object masks)."""
+    head = "<h3>Extension (not a paper finding): share of Grad-CAM energy on the object</h3>"
+    if result["teacher_energy"] is None:
+        return head + "<p class='note'>Not measured: the dataset has no object masks.</p>"
+    return (
+        head + "<p class='note'>Closeness to the teacher: −|E_model − E_teacher|, E = the share "
+        "of map energy inside the object mask; same inference and rule, not scored.</p>"
+        + verdict_table(result["extension"], "foreground win rate − 50 (points)", result["margin"])
+        + f"<p>Teacher energy inside the mask: {result['teacher_energy']:.3f}.</p>"
+        + table(["model", "energy inside the mask"], energy)
+    )
 
 
 def _spread(s: dict[str, Any] | None) -> str:
@@ -274,7 +284,7 @@ def _overlays(result: dict[str, Any], study: StudyResult, analysis: Localisation
         squeeze=False,
     )
     for r, i in enumerate(idx.tolist()):
-        img = study.data.test.inputs[i]
+        img = study.data.test.inputs_at(slice(i, i + 1))[0]
         img = img.permute(1, 2, 0).numpy() if img.dim() == 3 else img.numpy()
         axes[r, 0].imshow(np.clip(img, 0, 1))
         axes[r, 0].set_title("input" if r == 0 else "", fontsize=8)

@@ -144,7 +144,7 @@ class RepresentationSimilarityAnalysis(Analysis):
         return layer_grams(layer_activations(model, x, named_layers(model), self.spatial_mean))
 
     def run(self, study: StudyResult) -> dict[str, Any]:
-        x = study.data.test.inputs[test_subset(study, self.n_inputs, self.seed)]
+        x = study.data.test.inputs_at(test_subset(study, self.n_inputs, self.seed))
         teacher = self._grams(study.teacher_model, x)
         widest = max(v.width for v in teacher.values())
         per_model: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}  # group, seed, estimator

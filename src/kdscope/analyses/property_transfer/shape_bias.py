@@ -98,7 +98,7 @@ class ShapeBiasAnalysis(Analysis):
             cfg.name,
             **{**cfg.params, "object_texture": "conflict", "stylized": 0.0, "n_train": 1},
         ).test
-        x, shape, texture = conflict.inputs, conflict.labels, conflict.tags["texture"]
+        x, shape, texture = conflict.inputs_at(), conflict.labels, conflict.tags["texture"]
 
         def decide(model: nn.Module) -> np.ndarray:
             return cue_decisions(predict_labels(model, x), shape, texture)

@@ -144,7 +144,7 @@ class ClassGeometryAnalysis(Analysis):
         if centres is not None:
             refs["true class centres"] = class_similarity(centres.double().numpy())
         teacher = model_geometry(
-            study.teacher_model, train.inputs, rho, labels, sup, refs, self.permutations
+            study.teacher_model, train.inputs_at(), rho, labels, sup, refs, self.permutations
         )
         refs["teacher"] = np.array(teacher["S"])
         groups: dict[str, Any] = {}
@@ -153,7 +153,7 @@ class ClassGeometryAnalysis(Analysis):
                 continue
             per_seed = {
                 seed: model_geometry(
-                    run.load(), train.inputs, rho, labels, sup, refs, self.permutations
+                    run.load(), train.inputs_at(), rho, labels, sup, refs, self.permutations
                 )
                 for seed, run in sorted(g.runs.items())
             }
