@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from tqdm import tqdm
 
 from kdscope import __version__
@@ -169,3 +170,17 @@ def test_list_describes_entries_with_their_parameters(capsys: pytest.CaptureFixt
     assert "smoke  " in capsys.readouterr().out
     assert main(["list", "analyses", "no-such-name"]) == 2
     assert "no analyses contain 'no-such-name'" in capsys.readouterr().err
+
+
+def test_threads_are_capped_and_recorded(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    out = tmp_path / "s"
+    try:
+        assert main(["run", "--preset", "smoke", "--out", str(out), "-q", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    environment = json.loads((out / "summary.json").read_text())["environment"]
+    assert environment == {"torch": torch.__version__, "threads": 1, "device": "cpu"}
+    with pytest.raises(SystemExit):
+        main(["run", "--preset", "smoke", "--threads", "0"])

@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="name of an embedded study (see 'kdscope list presets')")
     run.add_argument("--out", help=OUT_HELP)
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    _threads_option(run)
     _import_option(run)
 
     check = sub.add_parser(
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--tau", type=float, default=4.0, help="distillation temperature (4)")
     check.add_argument("--lam", type=float, default=0.7, help="weight of the soft term (0.7)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _threads_option(check)
     _import_option(check)
 
     show = sub.add_parser("show", help="print a preset's YAML")
@@ -114,6 +116,36 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("filter", nargs="?", default="", help="only names containing this text")
     _import_option(lst)
     return p
+
+
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's intra-op threads for this process."""
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="cap torch's threads at N (default: torch's choice, one per core); results are "
+        "bit-identical only at the same thread count, which summary.json records",
+    )
+
+
+def _positive(text: str) -> int:
+    """An integer >= 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (when given) before any torch work."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _import_option(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +202,7 @@ def _check_teacher(args: argparse.Namespace) -> int:
     if args.tau <= 0 or not 0 <= args.lam <= 1:
         raise KdscopeError("--tau must be positive and --lam in [0, 1]")
     cfg = _config(args)
+    _set_threads(args)
     study = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet, teacher_only=True)
     result = check_teacher(
         study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
@@ -185,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     from kdscope.pipeline import run_study
 
     cfg = _config(args)
+    _set_threads(args)
     out = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet).out_dir
     if not args.quiet:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))

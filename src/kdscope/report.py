@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from matplotlib.ticker import MaxNLocator
 
 from kdscope import io
@@ -33,6 +34,12 @@ img{max-width:100%}.guards{border:2px solid #b00020;padding:0 1em;margin:1em 0}
 figcaption{color:#555;font-size:.9em;max-width:900px}nav.toc{background:#f7f7f7;padding:.3em 1em}
 .glance>li{list-style:none}.glance ul{margin:.2em 0 .6em}summary{cursor:pointer}
 """
+
+
+def environment() -> dict[str, Any]:
+    """What a study's numbers depend on beyond its file: the torch version and the thread count
+    (a study is bit-identical only at the same count, docs/architecture.md 'Determinism')."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
 
 
 def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
     return {
         "study": study.config.name,
         "kdscope_version": __version__,
+        "environment": environment(),
         "dataset": {
             "name": study.config.dataset.name,
             **study.config.dataset.params,
