@@ -83,7 +83,9 @@ def write_voc(root: Path) -> Path:
             pixels[y0 - 1 : y1, x0 - 1 : x1] = 40 * k + 100
             instances[y0 - 1 : y1, x0 - 1 : x1] = k
             instances[y0 - 1 : y1, x1 - 1] = 255
-        Image.fromarray(pixels).save(root / "JPEGImages" / f"{image}.jpg", quality=100, subsampling=0)
+        Image.fromarray(pixels).save(
+            root / "JPEGImages" / f"{image}.jpg", quality=100, subsampling=0
+        )
         palette = Image.fromarray(instances, mode="P")
         palette.putpalette([v for i in range(256) for v in (i, i, i)])
         palette.save(root / "SegmentationObject" / f"{image}.png")

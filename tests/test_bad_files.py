@@ -548,7 +548,9 @@ def test_state_of_other_settings_is_refused_and_nothing_changes(
     before = _digests(out)
     code, lines = _run(trained, out, capsys)
     assert code == 2
-    _one_line(lines, "kdscope: error: ", str(run), "holds a run with different settings")
+    _one_line(
+        lines, "kdscope: error: ", str(run), "holds an interrupted run trained with other settings"
+    )
     assert _changed(before, out) == set()
 
 

@@ -125,9 +125,11 @@ def test_a_different_study_never_overwrites_existing_results(
     smoke_run: Path, tmp_path: Path
 ) -> None:
     other = tmp_path / "other.yaml"
-    other.write_text(SMOKE.to_yaml().replace("name: smoke", "name: other"))
+    other.write_text(SMOKE.to_yaml().replace("transfer_size: 192", "transfer_size: 128"))
     before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()}
-    _one_line_error(_kdscope("run", str(other), "--out", str(smoke_run)), "different study")
+    _one_line_error(
+        _kdscope("run", str(other), "--out", str(smoke_run)), "another transfer_size (192 → 128)"
+    )
     assert {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()} == before
 
 

@@ -9,7 +9,7 @@ now asked of it. A failed write is a one-line user error naming the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from torch import nn
 
 from kdscope.datasets import DataSplits
 from kdscope.errors import KdscopeError
-from kdscope.trainer import Progress, RunPlan, train_run
+from kdscope.trainer import Progress, RunPlan, check_run_plan, train_run
 
 
 def os_error_text(e: OSError, path: Path | str | None = None) -> str:
@@ -54,6 +54,17 @@ def check_inside(out_dir: Path, path: Path) -> None:
             f"refusing to write {path}: it lies outside the output folder {out_dir} "
             "(a student name with '/' or '..'?)"
         )
+
+
+def check_plans(out_dir: Path, jobs: Iterable[tuple[Path, RunPlan]]) -> None:
+    """Refuse, before anything is written or trained, what training the runs ``jobs`` (run
+    folder, plan) of the study in ``out_dir`` would refuse: a folder that holds a finished or
+    interrupted run recorded with another plan (:func:`~kdscope.trainer.check_run_plan`, the
+    trainer's message naming the settings that differ). A folder with no run or a damaged one
+    passes: the trainer trains it from scratch."""
+    for run_dir, plan in jobs:
+        check_inside(out_dir, run_dir)
+        check_run_plan(plan, run_dir)
 
 
 def resume_run(

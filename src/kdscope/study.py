@@ -10,15 +10,21 @@ Output layout (stable; other tools may read it)::
     DIR/summary.json                        accuracy of every model and seed, one entry per analysis
     DIR/report.html                         self-contained report (figures embedded)
     DIR/.lock                               held while a study runs in DIR (one process at a time)
+    DIR/study.previous.yaml                 the study DIR held before it grew into this one
 
 Nothing is written outside DIR: every run folder is checked to lie inside it, and a finished run
-is reused only if it was trained with the plan now asked of it.
+is reused only if it was trained with the plan now asked of it. A study folder grows into a study
+with other seeds, students or analyses (:func:`_grow`): its unchanged runs are reused, the others
+trained; a change of the data or the teacher, or of a run's plan, is refused before anything is
+written (docs/outputs.md, 'Growing a study').
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,10 +33,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from torch import Tensor, nn
 
 from kdscope import io
-from kdscope.config import Given, ModelConfig, StudentConfig, StudyConfig, Subset, TrainConfig
+from kdscope.config import (
+    Given,
+    ModelConfig,
+    StudentConfig,
+    StudyConfig,
+    Subset,
+    TrainConfig,
+    parse_study,
+)
 from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
@@ -39,10 +54,11 @@ from kdscope.executor import Executor, LocalExecutor
 from kdscope.given import adopt, load_given, load_state
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
-from kdscope.runs import check_inside, resume_run, writing
+from kdscope.runs import check_inside, check_plans, resume_run, writing
 from kdscope.trainer import (
     RunPlan,
     check_model_io,
+    flatten_settings,
     load_checkpoint,
     read_metrics,
     read_trajectory,
@@ -53,6 +69,19 @@ from kdscope.weight_search import WeightSearchRun
 
 Role = Literal["teacher", "baseline", "student"]
 LOCK_FILE = ".lock"
+#: the study a grown folder held before (docs/outputs.md, 'Growing a study')
+PREVIOUS_FILE = "study.previous.yaml"
+#: the fields that define the data and the teacher, shared by every run of a study folder: a
+#: folder grows into a study that differs elsewhere only
+SHARED_FIELDS = (
+    "dataset",
+    "teacher",
+    "teacher_seed",
+    "teacher_subset",
+    "student_subset",
+    "transfer_size",
+    "weight_search",
+)
 
 
 @dataclass
@@ -234,9 +263,18 @@ def _validate_models(cfg: StudyConfig, data: DataSplits, groups: dict[str, Group
         if key in seen:
             continue
         seen.add(key)
+        channels, wanted = data.train.channels, g.model.in_channels()
+        if channels is not None and wanted is not None and channels != wanted:
+            raise KdscopeError(
+                f"model {g.model.label(params=False)!r} takes {wanted} input channels, dataset "
+                f"{cfg.dataset.name!r} has {channels}; set in_channels: {channels} in its model"
+            )
         model = g.model.build(data.num_classes)
         check_model_io(
-            model, data.train.inputs[:2], data.num_classes, f"model {g.model.label(params=False)!r}"
+            model,
+            data.train.inputs_at(slice(0, 2)),
+            data.num_classes,
+            f"model {g.model.label(params=False)!r}",
         )
         for layer in (*cfg.layers, *(g.model.roles or {}).values()):
             resolve_layer(model, layer)
@@ -290,22 +328,125 @@ def _make_out_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _prepare_out_dir(cfg: StudyConfig, out_dir: Path) -> None:
-    """Write ``study.yaml`` into the (locked) output folder, unless it already holds this study;
-    a user error if it holds another study or other files."""
+def _prepare_out_dir(cfg: StudyConfig, out_dir: Path, runs: list[tuple[Path, RunPlan]]) -> None:
+    """Write ``study.yaml`` into the (locked) output folder. A folder that holds a study grows
+    into this one (:func:`_grow`; ``runs``: the run folders and plans to check first); a user
+    error if it holds other files."""
     resolved = cfg.to_yaml()
     existing = out_dir / "study.yaml"
     if existing.exists():
-        if existing.read_text(encoding="utf-8") != resolved:
-            raise KdscopeError(
-                f"{out_dir} already holds a different study; choose another --out or remove it"
-            )
+        _grow(cfg, out_dir, runs)
         return
     if any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         raise KdscopeError(
             f"{out_dir} is not empty and holds no kdscope study; choose another --out"
         )
     io.write_text(existing, resolved)
+
+
+def _grow(cfg: StudyConfig, out_dir: Path, runs: list[tuple[Path, RunPlan]]) -> None:
+    """Make the study folder ``out_dir`` one of ``cfg`` (docs/outputs.md, 'Growing a study'). A
+    user error, before anything is written, if its study differs in a field every run shares
+    (:data:`SHARED_FIELDS`) or a folder of ``runs`` holds a run of another plan
+    (:func:`kdscope.runs.check_plans`). Else ``study.yaml`` becomes ``cfg``, the previous one
+    kept as ``study.previous.yaml``, and the runs the study no longer uses are named in a note."""
+    path, resolved = out_dir / "study.yaml", cfg.to_yaml()
+    previous = _read_text(path, out_dir)
+    if previous != resolved:
+        old = _read_study(previous, path, out_dir)
+        change = _shared_change(old, cfg)
+        if change is not None:
+            raise KdscopeError(
+                f"{out_dir} holds study {old.name!r} with another {change}; "
+                f"choose another --out or remove {out_dir}"
+            )
+    check_plans(out_dir, runs)
+    if previous != resolved:
+        io.write_text(out_dir / PREVIOUS_FILE, previous)
+        io.write_text(path, resolved)
+    _note_unused(cfg, out_dir)
+
+
+def _read_text(path: Path, out_dir: Path) -> str:
+    """The text of a study folder's ``study.yaml``; a user error if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _damaged(path, out_dir, e) from None
+
+
+def _read_study(text: str, path: Path, out_dir: Path) -> StudyConfig:
+    """The study a folder's ``study.yaml`` (``text``, read from ``path``) holds; a one-line user
+    error if it is damaged or no longer a valid study."""
+    try:
+        return parse_study(yaml.safe_load(text), str(path))
+    except (yaml.YAMLError, KdscopeError) as e:
+        raise _damaged(path, out_dir, e) from None
+
+
+def _damaged(path: Path, out_dir: Path, e: Exception) -> KdscopeError:
+    """The user error for a study folder whose ``study.yaml`` cannot be read as a study."""
+    cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return KdscopeError(
+        f"{path} cannot be read as a study ({cause}); choose another --out or remove {out_dir}"
+    )
+
+
+def _shared_change(old: StudyConfig, new: StudyConfig) -> str | None:
+    """The first field shared by every run (:data:`SHARED_FIELDS`) in which the studies
+    differ, with its differing settings (``dataset (n_train: 256 → 512)``); None if none."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for key in SHARED_FIELDS:
+        if a.get(key) != b.get(key):
+            return f"{key} ({_changes(a.get(key), b.get(key))})"
+    return None
+
+
+def _changes(old: Any, new: Any) -> str:
+    """Up to three differing leaf settings of two values, ``key: old → new``; the values
+    themselves when either is not a mapping."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"{_shown(old)} → {_shown(new)}"
+    a, b = flatten_settings(old), flatten_settings(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, ...) != b.get(k, ...)]
+    shown = [f"{k}: {_shown(a.get(k, ...))} → {_shown(b.get(k, ...))}" for k in keys[:3]]
+    return ", ".join(shown + ([f"{len(keys) - 3} more"] if len(keys) > 3 else []))
+
+
+def _shown(value: Any) -> str:
+    """A setting as the messages show it: ``unset`` when absent, strings bare, else JSON."""
+    if value is ...:
+        return "unset"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _note_unused(cfg: StudyConfig, out_dir: Path) -> None:
+    """Name on one stderr line the run folders of ``out_dir`` the study does not use (models
+    or seeds a grown study dropped): they stay on disk, untouched."""
+    used = {run_folder(out_dir, g.name, seed) for g, seed in iter_runs(cfg, plan_groups(cfg))}
+    models = out_dir / "models"
+    found = sorted(p for p in models.glob("*/*") if p.is_dir()) if models.is_dir() else []
+    unused = [p.relative_to(out_dir).as_posix() for p in found if p not in used]
+    if unused:
+        print(f"kdscope: note: kept, not used: {', '.join(unused)}", file=sys.stderr)
+
+
+def _known_plans(
+    out_dir: Path, jobs: list[tuple[Group, int, RunPlan]], search: WeightSearchRun | None
+) -> list[tuple[Path, RunPlan]]:
+    """The runs (folder, plan) whose plans are known before anything trains, for
+    :func:`kdscope.runs.check_plans`: the weight search's runs and the study's, but given
+    models (adopted anew when they change) and the students whose weights the search chooses
+    (their search runs, checked, hold their other settings)."""
+    chosen: set[str] = set()
+    if search is not None:
+        chosen = {*search.study.config.searched_students(), *search.settings.share}
+    runs = [
+        (run_folder(out_dir, g.name, seed), plan)
+        for g, seed, plan in jobs
+        if seed not in g.given and g.name not in chosen
+    ]
+    return [(j.run_dir, j.plan) for j in search.jobs] + runs if search else runs
 
 
 @contextmanager
@@ -520,11 +661,12 @@ def train_study(
     search_dirs = [j.run_dir for j in search.jobs] if search else []
     for run_dir in [run_folder(out_dir, g.name, s) for g, s, _ in jobs] + search_dirs:
         check_inside(out_dir, run_dir)  # before anything is written
+    known = _known_plans(out_dir, jobs, search)  # checked under the lock, before any training
     with writing(out_dir):
         _make_out_dir(out_dir)
         with _study_lock(out_dir):
             io.clean_orphans(out_dir)  # under the lock: no other process is writing here
-            _prepare_out_dir(cfg, out_dir)
+            _prepare_out_dir(cfg, out_dir, known)
             _train_models(result, jobs, search, executor or LocalExecutor(), quiet)
             if then is not None:
                 then(result)

@@ -433,12 +433,12 @@ RESULT_NUMBERS = ("test_acc", "test_loss", "train_acc")
 UNDEFINED_NUMBERS = ("test_loss",)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_settings(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested settings as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
     flat: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
+            flat.update(flatten_settings(v, f"{prefix}{k}."))
         else:
             flat[f"{prefix}{k}"] = v
     return flat
@@ -448,7 +448,7 @@ def _differences(recorded: Any, wanted: dict[str, Any]) -> str:
     """What differs between a run's recorded plan and the one wanted (at most three settings)."""
     if not isinstance(recorded, dict):
         return "it records no settings"
-    old, new = _flatten(recorded), _flatten(wanted)
+    old, new = flatten_settings(recorded), flatten_settings(wanted)
     keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, ...) != new.get(k, ...)]
     shown = [f"{k} was {old.get(k, 'unset')}, is now {new.get(k, 'unset')}" for k in keys[:3]]
     more = [f"{len(keys) - 3} more"] if len(keys) > 3 else []
@@ -466,6 +466,36 @@ def _check_recorded_plan(plan: RunPlan, recorded: Any, run_dir: Path) -> None:
             f"({_differences(recorded, wanted)}); to train it anew, run "
             f"'rm -r {shlex.quote(str(run_dir))}' and then the same command again"
         )
+
+
+def _check_state_plan(plan: RunPlan, recorded: Any, run_dir: Path) -> None:
+    """A user error if an interrupted run's ``recorded`` plan (in ``state.pt``) is not ``plan``;
+    the message names what differs and the command that clears it."""
+    wanted = plan.fingerprint()  # as state.pt stores it
+    if recorded != wanted:
+        raise KdscopeError(
+            f"{run_dir} holds an interrupted run trained with other settings "
+            f"({_differences(recorded, wanted)}); to train it anew, run "
+            f"'rm -r {shlex.quote(str(run_dir))}' and then the same command again"
+        )
+
+
+def check_run_plan(plan: RunPlan, run_dir: Path) -> None:
+    """Refuse, before anything trains, what :func:`train_run` would refuse: a user error if
+    ``run_dir`` holds a finished run (``result.json``) or, failing that, an interrupted one
+    (``state.pt``) recorded with a plan other than ``plan``, naming the settings that differ.
+    Nothing if it holds no run, or a damaged one (:func:`train_run` retrains that)."""
+    try:
+        if (run_dir / "result.json").exists():
+            result = io.read_json(run_dir / "result.json")
+            if isinstance(result, dict):
+                _check_recorded_plan(plan, result.get("plan"), run_dir)
+        elif (run_dir / "state.pt").exists():
+            state = io.load_torch(run_dir / "state.pt")
+            if isinstance(state, dict) and set(state) == STATE_KEYS:
+                _check_state_plan(plan, state["plan"], run_dir)
+    except io.DamagedFile:
+        return
 
 
 def _check_finished(plan: RunPlan, num_classes: int, run_dir: Path) -> dict[str, Any]:
@@ -522,8 +552,7 @@ def _resume(
     state = io.load_torch(path)
     if not isinstance(state, dict) or set(state) != STATE_KEYS:
         raise io.DamagedFile(path, "it is not a kdscope training state")
-    if state["plan"] != plan.fingerprint():
-        raise KdscopeError(f"{run_dir} holds a run with different settings; use another --out")
+    _check_state_plan(plan, state["plan"], run_dir)
     epoch, rows, total = state["epoch"], state["metrics"], plan.train.epochs
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= total:
         raise io.DamagedFile(path, f"its epoch {epoch!r} is outside 1..{total}")
