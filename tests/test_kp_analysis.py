@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kp_fixtures import tiny_conv_nets
 
 from kdscope import StudyResult, io, load_preset, parse_study, run_study
 from kdscope.analyses.knowledge_points.knowledge_points import (
@@ -267,20 +268,9 @@ def test_models_at_chance_get_no_verdict_and_the_others_the_interval_rule(
 
 
 def test_api_on_a_plain_module_without_a_study() -> None:
-    import torch
-    from torch import nn
-
     from kdscope import knowledge_points as kp
 
-    torch.manual_seed(0)
-    nets = [
-        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 2))
-        for _ in range(2)
-    ]
-    x = torch.rand(5, 3, 8, 8)
-    masks = torch.zeros(5, 8, 8, dtype=torch.bool)
-    masks[:, 2:6, 2:6] = True
-    units = kp.image_grid((3, 8, 8), 4)
+    nets, x, masks, units = tiny_conv_nets(5)
     traj = kp.entropy_trajectory(nets, "0", x, masks, units, [0, 1], [0.0, 0.5])
     assert traj.entropy.shape == (5, 2, 16)
     assert traj.foreground[0].sum() == 4  # the central 2x2 cells

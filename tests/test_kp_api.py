@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kp_fixtures import tiny_conv_nets
 from torch import nn
 
 from kdscope import knowledge_points as kp
@@ -121,20 +122,8 @@ def test_the_public_logger_equals_the_trainers() -> None:
     assert public.to_json()["layers"]["act"]["weights"] == ["0.weight"]
 
 
-def _tiny_setup() -> tuple[list[nn.Module], torch.Tensor, torch.Tensor, kp.UnitMap]:
-    torch.manual_seed(0)
-    nets = [
-        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 2))
-        for _ in range(2)
-    ]
-    x = torch.rand(6, 3, 8, 8)
-    masks = torch.zeros(6, 8, 8, dtype=torch.bool)
-    masks[:, 2:6, 2:6] = True
-    return nets, x, masks, kp.image_grid((3, 8, 8), 4)
-
-
 def test_single_network_equals_the_trajectory_at_that_checkpoint() -> None:
-    nets, x, masks, units = _tiny_setup()
+    nets, x, masks, units = tiny_conv_nets(6)
     traj = kp.entropy_trajectory(nets, "0", x, masks, units, [0, 5], [0.0, 0.3])
     full = kp.network_metrics(traj)
     one = kp.single(nets[-1], "0", x, masks, units, b=0.05)
@@ -153,7 +142,7 @@ def test_single_network_equals_the_trajectory_at_that_checkpoint() -> None:
 
 
 def test_one_network_has_no_learning_speed_nor_stability() -> None:
-    nets, x, masks, units = _tiny_setup()
+    nets, x, masks, units = tiny_conv_nets(6)
     one = kp.single(nets[0], "0", x, masks, units)
     assert one.learning_speed is None and one.stability is None
     assert "checkpoint" in one.absent and one.absent == kp.ABSENT

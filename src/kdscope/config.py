@@ -343,9 +343,11 @@ class TeacherConfig(RoleConfig, _OmitUnset):
             raise ValueError("the teacher needs a 'model' (or a 'torchscript' file)")
         return self
 
-    @property
-    def given(self) -> bool:
-        return self.checkpoint is not None or self.torchscript is not None
+    def given_model(self) -> Given | None:
+        """The teacher's file when it is given (:class:`Given`), None when it is trained."""
+        if self.checkpoint is not None:
+            return Given("checkpoint", self.checkpoint)
+        return Given("torchscript", self.torchscript) if self.torchscript is not None else None
 
     def label(self) -> str:
         """The teacher's architecture (:meth:`ModelConfig.label`), or its TorchScript file."""

@@ -58,7 +58,7 @@ from kdscope.runs import check_inside, check_plans, resume_run, writing
 from kdscope.trainer import (
     RunPlan,
     check_model_io,
-    flatten_settings,
+    describe_changes,
     load_checkpoint,
     read_metrics,
     read_trajectory,
@@ -210,10 +210,8 @@ def plan_groups(cfg: StudyConfig) -> dict[str, Group]:
     recorded per seed in :attr:`Group.given`."""
     teacher = cfg.teacher
     groups = {"teacher": Group("teacher", "teacher", "ce", teacher.model, teacher.train)}
-    if teacher.checkpoint is not None:
-        groups["teacher"].given = {cfg.teacher_seed: Given("checkpoint", teacher.checkpoint)}
-    elif teacher.torchscript is not None:
-        groups["teacher"].given = {cfg.teacher_seed: Given("torchscript", teacher.torchscript)}
+    if (given := teacher.given_model()) is not None:
+        groups["teacher"].given = {cfg.teacher_seed: given}
     baselines: dict[str, str] = {}
     students = []
     for s in cfg.students:
@@ -407,10 +405,7 @@ def _changes(old: Any, new: Any) -> str:
     themselves when either is not a mapping."""
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return f"{_shown(old)} → {_shown(new)}"
-    a, b = flatten_settings(old), flatten_settings(new)
-    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, ...) != b.get(k, ...)]
-    shown = [f"{k}: {_shown(a.get(k, ...))} → {_shown(b.get(k, ...))}" for k in keys[:3]]
-    return ", ".join(shown + ([f"{len(keys) - 3} more"] if len(keys) > 3 else []))
+    return describe_changes(old, new, lambda k, a, b: f"{k}: {_shown(a)} → {_shown(b)}", ", ")
 
 
 def _shown(value: Any) -> str:

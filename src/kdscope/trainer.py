@@ -444,15 +444,32 @@ def flatten_settings(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def describe_changes(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    show: Callable[[str, Any, Any], str],
+    sep: str,
+) -> str:
+    """The leaf settings (:func:`flatten_settings`) that differ between ``old`` and ``new``,
+    at most three shown as ``show(key, old value, new value)`` (``...`` for an absent one) and
+    then how many more, joined by ``sep``; "" when none differs."""
+    a, b = flatten_settings(old), flatten_settings(new)
+    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, ...) != b.get(k, ...)]
+    shown = [show(k, a.get(k, ...), b.get(k, ...)) for k in keys[:3]]
+    return sep.join(shown + ([f"{len(keys) - 3} more"] if len(keys) > 3 else []))
+
+
 def _differences(recorded: Any, wanted: dict[str, Any]) -> str:
     """What differs between a run's recorded plan and the one wanted (at most three settings)."""
     if not isinstance(recorded, dict):
         return "it records no settings"
-    old, new = flatten_settings(recorded), flatten_settings(wanted)
-    keys = [k for k in dict.fromkeys([*new, *old]) if old.get(k, ...) != new.get(k, ...)]
-    shown = [f"{k} was {old.get(k, 'unset')}, is now {new.get(k, 'unset')}" for k in keys[:3]]
-    more = [f"{len(keys) - 3} more"] if len(keys) > 3 else []
-    return "; ".join(shown + more) or "its recorded settings differ"
+
+    def show(key: str, was: Any, now: Any) -> str:  # noqa: ANN401  (any setting)
+        return (
+            f"{key} was {'unset' if was is ... else was}, is now {'unset' if now is ... else now}"
+        )
+
+    return describe_changes(recorded, wanted, show, "; ") or "its recorded settings differ"
 
 
 def _check_recorded_plan(plan: RunPlan, recorded: Any, run_dir: Path) -> None:

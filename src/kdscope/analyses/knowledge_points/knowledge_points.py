@@ -384,7 +384,7 @@ class KnowledgePointsAnalysis(Analysis):
             per_metric[m] = {**diff, "expected": expected}
             if no_series and m in TRAJECTORY_METRICS:
                 per_metric[m]["not_measured"] = not_measured(sorted(no_series))
-                if m in EXPECTED:
+                if why_not is None and m in EXPECTED:  # a pair shown, not a verdict, gets none
                     per_metric[m]["verdict"] = verdicts_.NOT_MEASURED
             elif why_not is None and m in EXPECTED:
                 per_metric[m]["verdict"] = verdicts_.chance_guard(
