@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "render",
             "progress",
             "plugins",
+            "device",
         ),
     ),
     ("data", ("datasets", "augment")),

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="name of an embedded study (see 'kdscope list presets')")
     run.add_argument("--out", help=OUT_HELP)
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    _threads_option(run)
+    _execution_options(run)
     _import_option(run)
 
     check = sub.add_parser(
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--tau", type=float, default=4.0, help="distillation temperature (4)")
     check.add_argument("--lam", type=float, default=0.7, help="weight of the soft term (0.7)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _threads_option(check)
+    _execution_options(check)
     _import_option(check)
 
     show = sub.add_parser("show", help="print a preset's YAML")
@@ -118,14 +118,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _threads_option(parser: argparse.ArgumentParser) -> None:
-    """``--threads N``: torch's intra-op threads for this process."""
+def _execution_options(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--workers``, ``--threads`` and ``--device``: where the study's jobs
+    run (they replace the study file's ``executor`` and ``device``)."""
+    parser.add_argument(
+        "--executor",
+        choices=["local", "processes", "ray"],
+        help="where the jobs (trainings, knowledge-point maps, retrainings) run: local (this "
+        "process, one after another; the default), processes (a pool of local worker "
+        "processes) or ray (a Ray cluster; pip install 'kdscope[ray]')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="worker processes of the processes executor (default: one per core; implies "
+        "--executor processes)",
+    )
     parser.add_argument(
         "--threads",
         type=_positive,
         metavar="N",
-        help="cap torch's threads at N (default: torch's choice, one per core); results are "
-        "bit-identical only at the same thread count, which summary.json records",
+        help="torch threads per job (default: 1 in worker processes, torch's choice in this "
+        "process); results are bit-identical at the same count, which summary.json records",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default: the study's, else auto)",
     )
 
 
@@ -140,12 +160,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    """Apply ``--threads`` (when given) before any torch work."""
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
+def _executing(cfg: Any, args: argparse.Namespace) -> Any:  # noqa: ANN401  (a StudyConfig)
+    """The study with the command line's execution options (:func:`_execution_options`)."""
+    return cfg.executing(args.executor, args.workers, args.threads, args.device)
 
 
 def _import_option(parser: argparse.ArgumentParser) -> None:
@@ -201,8 +218,7 @@ def _check_teacher(args: argparse.Namespace) -> int:
 
     if args.tau <= 0 or not 0 <= args.lam <= 1:
         raise KdscopeError("--tau must be positive and --lam in [0, 1]")
-    cfg = _config(args)
-    _set_threads(args)
+    cfg = _executing(_config(args), args)
     study = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet, teacher_only=True)
     result = check_teacher(
         study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
@@ -217,8 +233,7 @@ def _check_teacher(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from kdscope.pipeline import run_study
 
-    cfg = _config(args)
-    _set_threads(args)
+    cfg = _executing(_config(args), args)
     out = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet).out_dir
     if not args.quiet:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))

@@ -534,12 +534,47 @@ class WeightSearch(BaseModel):
     share: dict[str, str] = Field(default_factory=dict)
 
 
+class ExecutorConfig(BaseModel):
+    """Where the study's jobs run (docs/scaling.md): ``local`` (in this process, one after
+    another), ``processes`` (a pool of ``workers`` local processes, default one per core) or
+    ``ray`` (a Ray cluster at ``address``; a local Ray instance when unset). ``threads``: torch's
+    threads per job (default 1 in workers; in this process, torch's own choice). ``gpus``: the
+    GPUs Ray gives each job on a CUDA device. The executor never changes a result."""
+
+    model_config = _STRICT
+    name: Literal["local", "processes", "ray"] = "local"
+    workers: int | None = Field(None, ge=1, description="processes: worker processes")
+    threads: int | None = Field(None, ge=1, description="torch threads per job")
+    address: str | None = Field(None, description="ray: the cluster's address ('auto')")
+    gpus: float = Field(1.0, gt=0, description="ray: GPUs per job when the device is CUDA")
+
+    @model_validator(mode="after")
+    def _fits(self) -> ExecutorConfig:
+        if self.workers is not None and self.name != "processes":
+            raise ValueError(f"'workers' is a setting of executor 'processes', not {self.name!r}")
+        if self.address is not None and self.name != "ray":
+            raise ValueError(f"'address' is a setting of executor 'ray', not {self.name!r}")
+        return self
+
+
+#: the devices a study may name: ``auto`` (CUDA when available, else the CPU), ``cpu``,
+#: ``cuda`` (the current CUDA device) or ``cuda:N``
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(name: str | None) -> str | None:
+    """``name`` if it names a device (:data:`DEVICE`) or is None; else a ValueError."""
+    if name is not None and not DEVICE.fullmatch(name):
+        raise ValueError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
+    return name
+
+
 class StudyConfig(_OmitUnset):
     """A whole study: data, teacher, the students' recipe, the distilled students, seeds,
     diagnosed layers, checkpoint epochs and analyses."""
 
     model_config = _STRICT
-    _omit = ("baseline",)
+    _omit = ("baseline", "executor", "device")
     name: str = "study"
     imports: tuple[str, ...] = Field(
         (),
@@ -579,6 +614,12 @@ class StudyConfig(_OmitUnset):
     weight_search: WeightSearch | None = Field(
         None, description="choose the students' distillation weights on a validation split"
     )
+    executor: ExecutorConfig | None = Field(
+        None, description="where the jobs run: local (default), processes or ray"
+    )
+    device: str | None = Field(
+        None, description="auto (default: CUDA when available), cpu, cuda or cuda:N"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -586,6 +627,11 @@ class StudyConfig(_OmitUnset):
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return check_device(v)
 
     @field_validator("imports")
     @classmethod
@@ -679,6 +725,39 @@ class StudyConfig(_OmitUnset):
     def student_train(self, s: StudentConfig) -> TrainConfig:
         """Student ``s``'s recipe: the students' shared one with its ``train`` overrides."""
         return TrainConfig.model_validate({**self.student.train.model_dump(), **s.train})
+
+    def executing(
+        self,
+        executor: str | None = None,
+        workers: int | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+    ) -> StudyConfig:
+        """The study run with these execution settings (the command line's ``--executor``,
+        ``--workers``, ``--threads`` and ``--device``) in place of its own; ``workers`` alone
+        asks for the ``processes`` executor. A one-line :class:`ConfigError` when they do not
+        fit together. They never change a result but through ``threads`` (docs/scaling.md)."""
+        raw = (self.executor or ExecutorConfig()).model_dump(exclude_defaults=True)
+        if executor is not None:
+            raw = raw if executor == raw.get("name", "local") else {}
+            raw["name"] = executor
+        if workers is not None:
+            raw.setdefault("name", "processes")
+            raw["workers"] = workers
+        if threads is not None:
+            raw["threads"] = threads
+        try:
+            settings = ExecutorConfig.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(f"--executor: {_describe(e)}") from None
+        try:
+            checked = check_device(device)
+        except ValueError as e:
+            raise ConfigError(f"--device: {e}") from None
+        update: dict[str, Any] = {"executor": settings if settings != ExecutorConfig() else None}
+        if checked is not None:
+            update["device"] = checked
+        return self.model_copy(update=update)
 
     def to_yaml(self) -> str:
         raw = self.model_dump(mode="json")

@@ -7,15 +7,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdscope.datasets.base import TensorDataset
+from kdscope.device import model_device
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: TensorDataset, batch_size: int = 500) -> Tensor:
-    """Logits of ``model`` (in eval mode) for every example of ``data``, in order."""
+    """Logits of ``model`` (in eval mode) for every example of ``data``, in order, computed on
+    the model's device (:mod:`kdscope.device`) and returned on the CPU."""
     was_training = model.training
     model.eval()
+    dev = model_device(model)
     try:
-        return torch.cat([model(b.input) for b in data.batches(batch_size)])
+        return torch.cat(
+            [model(b.input.to(dev, non_blocking=True)).cpu() for b in data.batches(batch_size)]
+        )
     finally:
         model.train(was_training)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdscope.analyses import run_analyses
-from kdscope.config import StudyConfig
-from kdscope.executor import Executor
+from kdscope.config import ExecutorConfig, StudyConfig
+from kdscope.executor import Executor, build_executor
 from kdscope.report import write_summary_and_report
 from kdscope.study import StudyResult, train_study
 
@@ -30,11 +30,13 @@ def run_study(
     def analyse(result: StudyResult) -> None:
         write_summary_and_report(result, run_analyses(result, quiet=quiet))
 
-    return train_study(
-        cfg,
-        out_dir,
-        quiet=quiet,
-        executor=executor,
-        teacher_only=teacher_only,
-        then=None if teacher_only else analyse,
-    )
+    settings = (cfg.executor or ExecutorConfig()).model_dump()
+    with executor or build_executor(**settings, device=cfg.device) as ex:
+        return train_study(
+            cfg,
+            out_dir,
+            quiet=quiet,
+            executor=ex,
+            teacher_only=teacher_only,
+            then=None if teacher_only else analyse,
+        )

@@ -25,17 +25,27 @@ import importlib.metadata
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdscope.errors import ConfigError
 
-__all__ = ["GROUP", "check_module_name", "import_modules", "load_plugins"]
+__all__ = [
+    "GROUP",
+    "UserCode",
+    "check_module_name",
+    "import_modules",
+    "load_plugins",
+    "user_code",
+]
 
 GROUP = "kdscope.plugins"
 """The entry-point group whose modules kdscope imports (:func:`load_plugins`)."""
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _loaded = False
+#: the user's modules imported by name in this process, in order
+_imported: list[str] = []
 
 
 def check_module_name(name: object) -> str:
@@ -61,6 +71,8 @@ def _import_one(name: str) -> None:
     """Import ``name``; any failure is one ConfigError line naming the module and the error."""
     try:
         importlib.import_module(name)
+        if name not in _imported:
+            _imported.append(name)
     except ModuleNotFoundError as e:
         if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
             hint = " (name the module without '.py')" if name.endswith(".py") else ""
@@ -124,3 +136,26 @@ def load_plugins() -> list[str]:
             continue
         loaded.append(ep.name)
     return loaded
+
+
+@dataclass(frozen=True)
+class UserCode:
+    """What a fresh worker process (:mod:`kdscope.executor`) imports to know what this process
+    registered: its ``sys.path``, the plugins, and the user's modules imported by name. Code
+    registered in a script run as ``__main__`` is known to a worker only if the script
+    registers it at import time (a worker imports the script as ``__mp_main__``)."""
+
+    path: tuple[str, ...]
+    modules: tuple[str, ...]
+
+    def load(self) -> None:
+        """Import it in this process (a worker)."""
+        sys.path[:] = list(dict.fromkeys([*self.path, *sys.path]))
+        load_plugins()
+        for name in self.modules:
+            _import_one(name)
+
+
+def user_code() -> UserCode:
+    """This process's user code (:class:`UserCode`), for a worker to load."""
+    return UserCode(tuple(sys.path), tuple(_imported))

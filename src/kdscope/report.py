@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from kdscope import io
+from kdscope import device, io
 from kdscope.analyses.guards import study_guards
 from kdscope.render import figure_html, fmt_summary, plt
 from kdscope.trainer import read_metrics
@@ -36,10 +36,16 @@ figcaption{color:#555;font-size:.9em;max-width:900px}nav.toc{background:#f7f7f7;
 """
 
 
-def environment() -> dict[str, Any]:
-    """What a study's numbers depend on beyond its file: the torch version and the thread count
-    (a study is bit-identical only at the same count, docs/architecture.md 'Determinism')."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
+def environment(study: StudyResult) -> dict[str, Any]:
+    """What a study's numbers depend on beyond its file: the torch version, the thread count of
+    each job and the device (a study is bit-identical only at the same count, on the same
+    device: docs/scaling.md), and the executor that ran it (which changes no number)."""
+    return {
+        "torch": torch.__version__,
+        "threads": study.executor.job_threads(),
+        "device": str(device.current()),
+        "executor": study.executor.describe(),
+    }
 
 
 def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[str, Any]:
@@ -67,7 +73,7 @@ def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[s
     return {
         "study": study.config.name,
         "kdscope_version": __version__,
-        "environment": environment(),
+        "environment": environment(study),
         "dataset": {
             "name": study.config.dataset.name,
             **study.config.dataset.params,

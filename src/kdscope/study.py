@@ -28,7 +28,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +35,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from kdscope import io
+from kdscope import device, io
 from kdscope.config import (
     Given,
     ModelConfig,
@@ -50,12 +49,13 @@ from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
-from kdscope.executor import Executor, LocalExecutor
+from kdscope.executor import Executor, Job, LocalExecutor
 from kdscope.given import adopt, load_given, load_state
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, check_plans, resume_run, writing
 from kdscope.trainer import (
+    Progress,
     RunPlan,
     check_model_io,
     describe_changes,
@@ -65,7 +65,7 @@ from kdscope.trainer import (
     run_steps,
 )
 from kdscope.trajectory import checkpoint_epochs
-from kdscope.weight_search import WeightSearchRun
+from kdscope.weight_search import WeightSearchRun, search_data
 
 Role = Literal["teacher", "baseline", "student"]
 LOCK_FILE = ".lock"
@@ -167,6 +167,7 @@ class StudyResult:
     student_data: DataSplits
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     weight_search: dict[str, Any] | None = None
+    executor: Executor = field(default_factory=LocalExecutor, repr=False)
     _logits: dict[tuple[str, int, str, int | None], Tensor] = field(
         default_factory=dict, repr=False
     )
@@ -182,9 +183,10 @@ class StudyResult:
         """The names of the groups whose models were given, not trained."""
         return [g.name for g in self.groups.values() if g.is_given]
 
-    @cached_property
+    @property
     def teacher_model(self) -> nn.Module:
-        return self.teacher.runs[self.config.teacher_seed].load()
+        """The teacher (after its last epoch), loaded once (:func:`load_teacher`)."""
+        return load_teacher(self.teacher.runs[self.config.teacher_seed])
 
     def logits(
         self,
@@ -561,43 +563,143 @@ def iter_runs(cfg: StudyConfig, groups: dict[str, Group]) -> Iterator[tuple[Grou
                     yield g, seed
 
 
-def train_variant(
-    study: StudyResult,
-    spec: StudentConfig,
-    train: TrainConfig,
-    seed: int,
-    run_dir: Path,
-    teacher: nn.Module | None,
-    model: ModelConfig | None = None,
-) -> nn.Module:
-    """Train (or resume, or load) one model outside the study's groups, for analyses that need
-    extra models (a teacher zoo): a teacher-like model (``teacher`` None) on the whole training
-    data, a student on the students' data. Returns the final model in eval mode."""
-    plan = RunPlan(
-        name=spec.label,
-        seed=seed,
-        model=model or spec.model or study.config.student.model,
-        method=spec.method,
-        method_params=spec.params,
-        train=train,
-        checkpoints=(train.epochs,),
+@dataclass(frozen=True)
+class Variant:
+    """A model an analysis trains beyond the study's own (a teacher zoo, a control teacher and
+    its students): ``spec`` (its label, method and parameters), recipe ``train``, ``seed``,
+    folder ``run_dir`` and ``model`` (default the spec's, else the students'). With no
+    ``teacher`` it is teacher-like, trained on the teacher's data; else a student of that run
+    (the study's teacher or another variant), trained on the students' data."""
+
+    spec: StudentConfig
+    train: TrainConfig
+    seed: int
+    run_dir: Path
+    teacher: Run | None = None
+    model: ModelConfig | None = None
+
+
+def train_variants(study: StudyResult, variants: list[Variant], quiet: bool = False) -> list[Run]:
+    """Train (or resume, or reuse) ``variants`` on the study's executor; their runs (final
+    checkpoint only), whose :meth:`Run.load` gives each model in eval mode."""
+    jobs, steps = [], 0
+    for v in variants:
+        plan = RunPlan(
+            name=v.spec.label,
+            seed=v.seed,
+            model=v.model or v.spec.model or study.config.student.model,
+            method=v.spec.method,
+            method_params=v.spec.params,
+            train=v.train,
+            checkpoints=(v.train.epochs,),
+        )
+        role: Role = "teacher" if v.teacher is None else "student"
+        spec = TrainJob(study.config, study.out_dir, role, plan, v.run_dir, None, v.teacher)
+        jobs.append(Job(f"{plan.name} seed {plan.seed}", train_job, (spec,)))
+        n = len((study.data if v.teacher is None else study.student_data).train)
+        steps += run_steps(plan, n)
+    bar = progress(total=steps, unit="step", disable=quiet)
+    try:
+        return study.executor.map(jobs, bar)
+    finally:
+        bar.close()
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """What a study's jobs read besides their plans: the study (its vocabulary bound), the
+    teacher's data and the baselines' and students' data (:func:`study_data`)."""
+
+    config: StudyConfig
+    full: DataSplits
+    teacher: DataSplits
+    students: DataSplits
+
+
+#: the studies' data built in this process, by :func:`_data_key` (a worker process builds each
+#: once, for all the jobs of a study it runs)
+_DATA: dict[str, StudyData] = {}
+#: the teachers loaded in this process, by run folder and plan
+_TEACHERS: dict[str, nn.Module] = {}
+
+
+def _data_key(cfg: StudyConfig) -> str:
+    """What determines a study's data: its dataset, subsets and transfer size."""
+    return json.dumps(
+        [cfg.model_dump(mode="json").get(k) for k in SHARED_FIELDS if k != "teacher"],
+        sort_keys=True,
     )
-    data = study.data if teacher is None else study.student_data
-    resume_run(study.out_dir, plan, data, run_dir, teacher, study.config.cache_teacher)
-    return load_checkpoint(
-        plan, data.num_classes, run_dir / "checkpoints" / f"epoch_{train.epochs:03d}.pt"
+
+
+def study_data(cfg: StudyConfig) -> StudyData:
+    """The data of study ``cfg`` (:class:`StudyData`), built once per process."""
+    key = _data_key(cfg)
+    if key not in _DATA:
+        full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
+        _DATA.clear()  # one study's data at a time
+        _DATA[key] = StudyData(cfg, full, teacher_data(cfg, full), transfer_data(cfg, full))
+    data = _DATA[key]
+    return StudyData(bind_vocabulary(cfg, data.full), data.full, data.teacher, data.students)
+
+
+def load_teacher(run: Run) -> nn.Module:
+    """The teacher of a study, from its run (final epoch), loaded once per process (again
+    when its file changes)."""
+    path = run.given.path if run.given is not None else run.checkpoint_path(run.plan.train.epochs)
+    stat = path.stat()
+    key = json.dumps(
+        [str(path.resolve()), stat.st_mtime_ns, stat.st_size, run.plan.fingerprint()],
+        sort_keys=True,
     )
+    if key not in _TEACHERS:
+        _TEACHERS.clear()
+        _TEACHERS[key] = run.load()
+    return _TEACHERS[key]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One run of a study to train, resume or adopt (a picklable :class:`~kdscope.executor.Job`
+    argument): its group's role, plan and folder, the given model it adopts if any, and the
+    teacher's run for a baseline or student."""
+
+    config: StudyConfig
+    out_dir: Path
+    role: Role | Literal["search"]
+    plan: RunPlan
+    run_dir: Path
+    given: Given | None = None
+    teacher: Run | None = None
+
+
+def train_job(job: TrainJob, progress: Progress) -> Run:
+    """Train (or resume, or adopt) the run of ``job``; its :class:`Run`. Runs in any process:
+    it reads the study's data and its teacher from files (:func:`study_data`). A weight-search
+    run (role ``search``) trains on the search's split (:func:`search_data`)."""
+    data = study_data(job.config)
+    splits = data.teacher if job.role == "teacher" else data.students
+    if job.role == "search":
+        assert job.config.weight_search is not None
+        splits = search_data(splits, job.config.weight_search)
+    plan, run_dir = job.plan, job.run_dir
+    if job.given is not None:
+        res = adopt(job.out_dir, plan, job.given, splits, run_dir)
+        return Run(plan, run_dir, splits.num_classes, res, job.given)
+    teacher = None if job.teacher is None else load_teacher(job.teacher)
+    cache = job.config.cache_teacher
+    res = resume_run(job.out_dir, plan, splits, run_dir, teacher, cache, progress)
+    return Run(plan, run_dir, splits.num_classes, res)
 
 
 def _train_models(
     result: StudyResult,
     jobs: list[tuple[Group, int, RunPlan]],
     search: WeightSearchRun | None,
-    executor: Executor,
     quiet: bool,
 ) -> None:
-    """Train (or resume, or load) the study's runs: the teacher, then the weight search if any
-    (it sets the students' weights), then the baselines and students."""
+    """Train (or resume, or load) the study's runs on the study's executor: the teacher, then
+    the weight search if any (it sets the students' weights), then the baselines and
+    students."""
     cfg, out_dir = result.config, result.out_dir
     total = sum(
         run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
@@ -606,27 +708,30 @@ def _train_models(
     ) + (search.steps() if search else 0)
     bar = progress(total=total, unit="step", disable=quiet)
 
-    def job(item: tuple[Group, int, RunPlan]) -> None:
-        g, seed, plan = item
-        bar.set_description(f"{g.name} seed {seed}")
-        teacher = None if g.role == "teacher" else result.teacher_model
-        data = result.data if teacher is None else result.student_data
-        run_dir = run_folder(out_dir, g.name, seed)
-        if seed in g.given:
-            res = adopt(out_dir, plan, g.given[seed], data, run_dir)
-            g.runs[seed] = Run(plan, run_dir, data.num_classes, res, g.given[seed])
-            return
-        res = resume_run(out_dir, plan, data, run_dir, teacher, cfg.cache_teacher, bar.update)
-        g.runs[seed] = Run(plan, run_dir, data.num_classes, res)
+    def job(
+        role: Role | Literal["search"], plan: RunPlan, run_dir: Path, given: Given | None
+    ) -> Job[Run]:
+        teacher = None if role == "teacher" else result.teacher.runs[cfg.teacher_seed]
+        spec = TrainJob(cfg, out_dir, role, plan, run_dir, given, teacher)
+        return Job(f"{plan.name} seed {plan.seed}", train_job, (spec,))
+
+    def run(items: list[tuple[Group, int, RunPlan]]) -> None:
+        specs = [
+            job(g.role, plan, run_folder(out_dir, g.name, seed), g.given.get(seed))
+            for g, seed, plan in items
+        ]
+        for (g, seed, _), trained in zip(items, result.executor.map(specs, bar), strict=True):
+            g.runs[seed] = trained
 
     try:
-        executor.map(job, jobs[:1])  # every student needs the teacher
+        run(jobs[:1])  # every student needs the teacher
         rest = jobs[1:]
         if search is not None:  # choose the students' weights before they train
-            bar.set_description("weight search")
-            result.weight_search = search.run(executor, bar.update)
+            specs = [job("search", j.plan, j.run_dir, None) for j in search.jobs]
+            runs = result.executor.map(specs, bar)
+            result.weight_search = search.finish([r.result for r in runs])
             rest = [(g, seed, _plan(cfg, g, seed)) for g, seed, _ in rest]
-        executor.map(job, rest)
+        run(rest)
     finally:
         bar.close()
 
@@ -644,11 +749,14 @@ def train_study(
     analyses and the report: :func:`kdscope.pipeline.run_study`). The output folder is locked
     while the study runs in it; a failed write is a one-line error."""
     out_dir = _out_path(out_dir)
-    full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
-    cfg = bind_vocabulary(cfg, full)
+    device.use(cfg.device)  # a CUDA device this machine lacks fails here, before any write
+    data = study_data(cfg)
+    cfg, full = data.config, data.full
     groups = plan_groups(cfg)
     _validate_models(cfg, full, groups)  # fail before anything is written
-    result = StudyResult(cfg, out_dir, teacher_data(cfg, full), groups, transfer_data(cfg, full))
+    result = StudyResult(cfg, out_dir, data.teacher, groups, data.students)
+    if executor is not None:
+        result.executor = executor
     jobs = [(g, seed, _plan(cfg, g, seed)) for g, seed in iter_runs(cfg, groups)]
     if teacher_only:
         jobs = jobs[:1]
@@ -662,7 +770,7 @@ def train_study(
         with _study_lock(out_dir):
             io.clean_orphans(out_dir)  # under the lock: no other process is writing here
             _prepare_out_dir(cfg, out_dir, known)
-            _train_models(result, jobs, search, executor or LocalExecutor(), quiet)
+            _train_models(result, jobs, search, quiet)
             if then is not None:
                 then(result)
     return result

@@ -25,6 +25,7 @@ the lost run did.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shlex
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdscope import io
+from kdscope import device, io
 from kdscope.augment import augment
 from kdscope.config import ModelConfig, TrainConfig
 from kdscope.datasets.base import Batch, DataSplits, TensorDataset
@@ -113,7 +114,7 @@ class TeacherOutputs:
             for p in teacher.parameters():
                 p.requires_grad_(False)
             if cache:
-                parts = [self._compute(b.input) for b in train.batches(500)]
+                parts = [self._compute(b.input.to(device.current())) for b in train.batches(500)]
                 self._cache = Outputs(
                     torch.cat([o.logits for o in parts]),
                     {k: torch.cat([o.features[k] for o in parts]) for k in layers},
@@ -203,8 +204,13 @@ def train_run(
     if teacher is not None:
         check_model_io(teacher, example.input, data.num_classes, "the teacher")
     method.bind(BindContext(student, teacher if method.needs_teacher else None, train, example))
+    dev = device.current()
+    student.to(dev)
+    method.to(dev)
+    if teacher is not None and dev.type != "cpu":
+        teacher = on_device(teacher, dev)
     layers = {name: resolve_layer(student, name) for name in plan.layers}
-    traj = PathLengthLogger(student, layers, example.input)
+    traj = PathLengthLogger(student, layers, example.input.to(dev))
     params = [p for p in [*student.parameters(), *method.parameters()] if p.requires_grad]
     opt = make_optimizer(cfg, params)
     epochs = _Epochs([(p.name, p.epochs) for p in method.phases(cfg.epochs)])
@@ -219,7 +225,7 @@ def train_run(
             _discard(damage, plan, run_dir)
             return train_run(plan, data, run_dir, teacher, cache_teacher, progress)
     elif 0 in plan.checkpoints:
-        io.save_torch(checkpoint_path(run_dir, 0), student.state_dict())
+        io.save_torch(checkpoint_path(run_dir, 0), cpu_state(student))
     if progress is not None:
         progress(start * _steps(len(train), cfg.batch_size))
 
@@ -245,7 +251,8 @@ def train_run(
         for step, batch in enumerate(train.batches(cfg.batch_size, gen)):
             if len(batch) < 2:  # BatchNorm cannot train on a single example
                 continue
-            x = augment(batch.input, cfg.augment, gen, cfg.shift)
+            x = augment(batch.input, cfg.augment, gen, cfg.shift).to(dev, non_blocking=True)
+            batch = batch.to(dev)
             s_out = forward_with_features(student, x, method.student_layers())
             terms = method(s_out, teacher_out(batch, x), batch)
             loss = sum(terms.values())
@@ -277,7 +284,7 @@ def train_run(
         row["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         if epoch + 1 in plan.checkpoints:
-            io.save_torch(checkpoint_path(run_dir, epoch + 1), student.state_dict())
+            io.save_torch(checkpoint_path(run_dir, epoch + 1), cpu_state(student))
         checkpoints_so_far = [e for e in plan.checkpoints if e <= epoch + 1]
         io.write_csv(run_dir / "metrics.csv", rows)
         io.write_json(run_dir / "trajectory.json", traj.to_json(checkpoints_so_far))
@@ -286,10 +293,10 @@ def train_run(
             {
                 "plan": plan.fingerprint(),
                 "epoch": epoch + 1,
-                "model": student.state_dict(),
-                "method": method.state_dict(),
-                "optimizer": opt.state_dict(),
-                "trajectory": traj.state_dict(),
+                "model": cpu_state(student),
+                "method": cpu_state(method),
+                "optimizer": to_cpu(opt.state_dict()),
+                "trajectory": to_cpu(traj.state_dict()),
                 "metrics": rows,
             },
         )
@@ -314,6 +321,32 @@ def train_run(
     io.write_json(run_dir / "result.json", result)
     state_path.unlink(missing_ok=True)
     return result
+
+
+def to_cpu(obj: Any) -> Any:  # noqa: ANN401  (nested plain data and tensors)
+    """``obj`` with every tensor in it (in dicts, lists and tuples) on the CPU: what is saved
+    is the same file whatever device trained the run."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    """``module``'s state dict on the CPU (:func:`to_cpu`)."""
+    return to_cpu(module.state_dict())
+
+
+def on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` on ``dev``: itself when it is there, else a copy (the caller's model, which
+    other code may use on the CPU, stays where it is)."""
+    first = next(model.parameters(), None)
+    if first is None or first.device == dev:
+        return model
+    return copy.deepcopy(model).to(dev)
 
 
 def _steps(n: int, batch_size: int) -> int:

@@ -34,12 +34,10 @@ from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.errors import KdscopeError
 from kdscope.methods import distillation_weight
 from kdscope.render import table
-from kdscope.runs import resume_run
 from kdscope.seeding import derive_seed
-from kdscope.trainer import Progress, RunPlan, run_steps
+from kdscope.trainer import RunPlan, run_steps
 
 if TYPE_CHECKING:
-    from kdscope.executor import Executor
     from kdscope.study import Group, StudyResult
 
 
@@ -72,6 +70,14 @@ def choose_factor(accuracy: dict[float, float]) -> float:
     return min(tied, key=lambda f: (abs(math.log(f)), f))
 
 
+def search_data(students: DataSplits, settings: WeightSearch) -> DataSplits:
+    """The data the search runs train on: the fit split of the students' training data, and
+    its validation split in the place of the test split."""
+    return DataSplits(
+        *validation_split(students.train, settings.validation, derive_seed("weight-search"))
+    )
+
+
 @dataclass(frozen=True)
 class _Job:
     group: str
@@ -90,9 +96,8 @@ class WeightSearchRun:
         self.settings: WeightSearch = cfg.weight_search
         self.study = study
         self.root = study.out_dir / "weight_search"
-        self.fit, self.validation = validation_split(
-            study.student_data.train, self.settings.validation, derive_seed("weight-search")
-        )
+        split = search_data(study.student_data, self.settings)
+        self.fit, self.validation = split.train, split.test
         groups = study.groups
         self.searched = [groups[name] for name in cfg.searched_students()]
         self.jobs: list[_Job] = []
@@ -123,29 +128,16 @@ class WeightSearchRun:
         """Optimiser steps of every search run (for progress bars)."""
         return sum(run_steps(j.plan, len(self.fit)) for j in self.jobs)
 
-    def run(self, executor: Executor, progress: Progress | None = None) -> dict[str, Any]:
-        """Train (or resume) every search run, choose each student's factor, set the chosen
-        weights in the study's groups and write ``DIR/weight_search/search.json``."""
-        data = DataSplits(self.fit, self.validation)
-        study = self.study
-        teacher = study.teacher_model
-
-        def train(job: _Job) -> float:  # the CE baseline's method ignores the teacher
-            res = resume_run(
-                study.out_dir,
-                job.plan,
-                data,
-                job.run_dir,
-                teacher,
-                study.config.cache_teacher,
-                progress,
-            )
-            return float(res["test_acc"])  # the "test" split of ``data`` is the validation split
-
-        accuracy = executor.map(train, self.jobs)
+    def finish(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Given the results of :attr:`jobs` (in order; the study trains them on
+        :func:`search_data`), choose each student's factor, set the chosen weights in the
+        study's groups and write ``DIR/weight_search/search.json``."""
         table_: dict[tuple[str, float | None], dict[str, float]] = {}
-        for job, acc in zip(self.jobs, accuracy, strict=True):
-            table_.setdefault((job.group, job.factor), {})[str(job.plan.seed)] = acc
+        for job, res in zip(self.jobs, results, strict=True):
+            # the "test" split of the search data is the validation split
+            table_.setdefault((job.group, job.factor), {})[str(job.plan.seed)] = float(
+                res["test_acc"]
+            )
         result = self._choose(table_)
         self._apply(result)
         io.write_json(self.root / "search.json", result)

@@ -44,6 +44,18 @@ class Batch:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch with every tensor on ``device`` (itself when they are there)."""
+        if self.label.device == device:
+            return self
+        return Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.input, self.label, self.foreground, self.index)
+            ),
+            {k: v.to(device, non_blocking=True) for k, v in self.tags.items()},
+        )
+
 
 @dataclass
 class TensorDataset:

@@ -46,6 +46,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from kdscope.device import model_device
 from kdscope.errors import KdscopeError
 from kdscope.knowledge_points.units import UnitMap
 from kdscope.models.hooks import get_module, resolve_layer
@@ -179,7 +180,12 @@ def layer_probe(model: nn.Module, layer: str) -> Iterator[LayerFn]:
             handles.append(get_module(model, at).register_forward_hook(add))
         handles.append(get_module(model, path).register_forward_hook(grab))
 
+        dev = model_device(model)
+
         def run(x: Tensor, delta: Tensor | None) -> Tensor:
+            home = x.device  # the feature comes back here (differentiably)
+            x = x.to(dev)
+            delta = None if delta is None else delta.to(dev)
             if at is None and delta is not None:
                 x = x + delta.to(x.dtype)
             else:
@@ -193,7 +199,7 @@ def layer_probe(model: nn.Module, layer: str) -> Iterator[LayerFn]:
             feature = state.pop("feature", None)
             if feature is None:
                 raise KdscopeError(f"layer {layer!r} did not run in the forward pass")
-            return feature
+            return feature.to(home)
 
         yield run
     finally:

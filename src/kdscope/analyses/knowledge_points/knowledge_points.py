@@ -29,18 +29,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from kdscope import io
+from kdscope import device, io
 from kdscope import verdicts as verdicts_
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.knowledge_points.cache import cache_arrays, cache_path, read_cache
 from kdscope.analyses.knowledge_points.report import render
 from kdscope.analyses.study_views import pair_at_chance
 from kdscope.errors import KdscopeError
+from kdscope.executor import Job
 from kdscope.given import unwrap_state_dict
 from kdscope.knowledge_points.diagnosis import (
     COLUMNS,
@@ -193,17 +195,30 @@ class KnowledgePointsAnalysis(Analysis):
             len(run.plan.checkpoints) * len(idx) for g in networks for run in g.runs.values()
         ) * len(layers)
         bar = progress(total=total, desc="knowledge points", unit="map", disable=self.quiet)
-        trajs: dict[tuple[str, int, str], EntropyTrajectory] = {}
+        keys = [(g, seed, layer) for g in networks for seed in sorted(g.runs) for layer in layers]
+        jobs = [
+            Job(
+                f"knowledge points: {g.name} seed {seed} {layer}",
+                _trajectory,
+                (
+                    self,
+                    study.out_dir,
+                    g.name,
+                    g.runs[seed],
+                    layer,
+                    inputs,
+                    foreground,
+                    counted,
+                    train.modality,
+                ),
+            )
+            for g, seed, layer in keys
+        ]
         try:
-            for g in networks:
-                for seed, run in sorted(g.runs.items()):
-                    for layer in layers:
-                        bar.set_postfix_str(f"{g.name} seed {seed} {layer}")
-                        trajs[g.name, seed, layer] = self._trajectory(
-                            study, g, run, layer, inputs, foreground, counted, bar.update
-                        )
+            maps = study.executor.map(jobs, bar)
         finally:
             bar.close()
+        trajs = {(g.name, seed, layer): t for (g, seed, layer), t in zip(keys, maps, strict=True)}
         result: dict[str, Any] = {
             "settings": {
                 **self.options,
@@ -252,49 +267,6 @@ class KnowledgePointsAnalysis(Analysis):
             },
             sort_keys=True,
         )
-
-    def _trajectory(
-        self,
-        study: StudyResult,
-        g: Group,
-        run: Run,
-        layer: str,
-        inputs: torch.Tensor,
-        foreground: torch.Tensor,
-        counted: torch.Tensor | None,
-        progress: Any,
-    ) -> EntropyTrajectory:
-        path = cache_path(study.out_dir, g.name, run.plan.seed, layer)
-        fp = self._fingerprint(run, layer)
-        epochs = list(run.plan.checkpoints)
-        if run.given is None:
-            distance, displacement = run_distances(run, layer, epochs)
-        else:
-            distance, displacement = given_distances(run, layer, epochs)
-        cached = read_cache(path, fp, epochs, len(inputs))
-        if cached is not None:
-            progress(len(epochs) * len(inputs))
-            return EntropyTrajectory.from_arrays(*cached, distance, displacement)
-        models = [run.load(e) for e in epochs]
-        traj = entropy_trajectory(
-            models,
-            layer,
-            inputs,
-            foreground,
-            input_units(study.data.train.modality, models[-1], inputs, self.grid),
-            epochs,
-            distance,
-            self.settings,
-            target=self.target if self.effective_filter else None,
-            mask_rule=self.mask_rule,
-            progress=progress,
-            counted=counted,
-            displacement=displacement,
-        )
-        skipped = (len(inputs) - len(traj.candidates)) * len(epochs)
-        progress(skipped)
-        io.save_npz(path, **cache_arrays(traj, fp))
-        return traj
 
     def _network_summary(self, g: Group, trajs: dict[int, EntropyTrajectory]) -> dict[str, Any]:
         own = {}  # seeds with at least one effective input
@@ -408,6 +380,54 @@ class KnowledgePointsAnalysis(Analysis):
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         return render(result, study)
+
+
+def _trajectory(
+    analysis: KnowledgePointsAnalysis,
+    out_dir: Path,
+    name: str,
+    run: Run,
+    layer: str,
+    inputs: torch.Tensor,
+    foreground: torch.Tensor,
+    counted: torch.Tensor | None,
+    modality: str,
+    progress: Callable[[int], None],
+) -> EntropyTrajectory:
+    """The entropy maps of network ``name``'s ``run`` at ``layer`` over its checkpoints (a job
+    of the executor): read from the cache when it holds what ``analysis`` computes, else
+    computed and cached."""
+    path = cache_path(out_dir, name, run.plan.seed, layer)
+    fp = analysis._fingerprint(run, layer)
+    epochs = list(run.plan.checkpoints)
+    if run.given is None:
+        distance, displacement = run_distances(run, layer, epochs)
+    else:
+        distance, displacement = given_distances(run, layer, epochs)
+    cached = read_cache(path, fp, epochs, len(inputs))
+    if cached is not None:
+        progress(len(epochs) * len(inputs))
+        return EntropyTrajectory.from_arrays(*cached, distance, displacement)
+    models = [run.load(e).to(device.current()) for e in epochs]
+    traj = entropy_trajectory(
+        models,
+        layer,
+        inputs,
+        foreground,
+        input_units(modality, models[-1], inputs, analysis.grid),
+        epochs,
+        distance,
+        analysis.settings,
+        target=analysis.target if analysis.effective_filter else None,
+        mask_rule=analysis.mask_rule,
+        progress=progress,
+        counted=counted,
+        displacement=displacement,
+    )
+    skipped = (len(inputs) - len(traj.candidates)) * len(epochs)
+    progress(skipped)
+    io.save_npz(path, **cache_arrays(traj, fp))
+    return traj
 
 
 def assumptions(

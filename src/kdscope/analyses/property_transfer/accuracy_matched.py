@@ -42,7 +42,7 @@ from kdscope.evaluation import predict_logits
 from kdscope.methods import METHODS, distillation_weight
 from kdscope.render import fmt_summary, table, verdict_table
 from kdscope.stats import summarise
-from kdscope.study import train_variant
+from kdscope.study import Variant, train_variants
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,7 +105,7 @@ class AccuracyMatchedAnalysis(Analysis):
         x, y = study.data.test.inputs_at(idx), study.data.test.labels[idx]
         sources = {"teacher": source_attacks(study.teacher_model, x, y, eps)}
         if adversarial.get("foreign") is not None:
-            foreign = foreign_model(study, adversarial["foreign"])
+            foreign = foreign_model(study, adversarial["foreign"], self.quiet)
             sources["foreign"] = source_attacks(foreign, x, y, eps)
         out: dict[str, Any] = {
             "eps": eps,
@@ -196,12 +196,12 @@ class AccuracyMatchedAnalysis(Analysis):
         params = {**g.method_params, key: weight * factor}
         spec = StudentConfig(method=g.method, name=f"{g.name}-x{factor:g}", **params)
         root = study.out_dir / "analyses" / "accuracy_matched" / f"{g.name}_x{factor:g}"
-        return {
-            seed: train_variant(
-                study, spec, g.train, seed, root / f"seed{seed}", study.teacher_model, g.model
-            )
-            for seed in sorted(g.runs)
-        }
+        teacher, seeds = study.teacher.runs[study.config.teacher_seed], sorted(g.runs)
+        variants = [
+            Variant(spec, g.train, seed, root / f"seed{seed}", teacher, g.model) for seed in seeds
+        ]
+        runs = train_variants(study, variants, self.quiet)
+        return {seed: run.load() for seed, run in zip(seeds, runs, strict=True)}
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         rows = []

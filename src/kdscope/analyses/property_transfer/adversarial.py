@@ -61,7 +61,7 @@ from kdscope.property_transfer.adversarial import (
 )
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
-from kdscope.study import train_variant
+from kdscope.study import Variant, train_variants
 
 if TYPE_CHECKING:
     from kdscope.analyses.study_views import PerSeed
@@ -98,7 +98,9 @@ def model_rates(model: nn.Module, x: Tensor, attacks: Attacks) -> dict[str, np.n
     return {k: r[k] for k in RATES}
 
 
-def foreign_model(study: StudyResult, foreign: str | dict[str, Any]) -> nn.Module:
+def foreign_model(
+    study: StudyResult, foreign: str | dict[str, Any], quiet: bool = False
+) -> nn.Module:
     """The foreign attack source: ``foreign`` (a model name or ``{name, ...parameters}``)
     trained with cross-entropy on the teacher's recipe and seed into
     ``DIR/analyses/adversarial/foreign_NAME…`` (resumed, not retrained, when it exists)."""
@@ -107,9 +109,8 @@ def foreign_model(study: StudyResult, foreign: str | dict[str, Any]) -> nn.Modul
     suffix = "".join(f"_{k}{v}" for k, v in sorted(model.params.items()))
     stem = model.name or re.sub(r"\W+", "_", str(model.factory))  # a factory path: a safe name
     root = study.out_dir / "analyses" / "adversarial" / f"foreign_{stem}{suffix}"
-    return train_variant(
-        study, spec, study.config.teacher.train, study.config.teacher_seed, root, None
-    )
+    variant = Variant(spec, study.config.teacher.train, study.config.teacher_seed, root)
+    return train_variants(study, [variant], quiet)[0].load()
 
 
 def contrast_statistic(rows: np.ndarray) -> np.ndarray:
@@ -240,7 +241,7 @@ class AdversarialAnalysis(Analysis):
         measured: dict[str, tuple[dict[str, dict[str, PerSeed]], np.ndarray]] = {}
         runs = [(f"teacher, ε×{f:g}", teacher, eps * f) for f in (1.0, *self.eps_factors)]
         if self.foreign is not None:
-            runs.append((FOREIGN, foreign_model(study, self.foreign), eps))
+            runs.append((FOREIGN, foreign_model(study, self.foreign, self.quiet), eps))
         for name, source, e in runs:
             attacks = source_attacks(source, x, y, e)
             rates = group_rates(study, x, attacks)

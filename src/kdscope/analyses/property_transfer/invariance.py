@@ -39,12 +39,12 @@ from kdscope.config import StudentConfig
 from kdscope.property_transfer.invariance import HEADLINE, STRENGTHS, agreement, transformed_pair
 from kdscope.render import figure_html, fmt_summary, plt, premise_note, table, verdict_table
 from kdscope.stats import summarise
-from kdscope.study import train_variant
+from kdscope.study import Variant, train_variants
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from kdscope.study import Group, StudyResult
+    from kdscope.study import StudyResult
 
 STAR = "*"  # suffix of the models distilled from the control teacher T*
 
@@ -180,31 +180,28 @@ class InvarianceAnalysis(Analysis):
         recipe = cfg.teacher.train.model_copy(update={"augment": kept})
         root = study.out_dir / "analyses" / "invariance"
         spec = StudentConfig(method="ce", name="teacher" + STAR, model=cfg.teacher.model)
-        teacher = train_variant(study, spec, recipe, cfg.teacher_seed, root / "teacher_star", None)
-        students: dict[str, tuple[str, dict[int, nn.Module]]] = {}
-        for g in study.by_role("student"):
-            if g.method in self.control_methods:
-                students[g.name] = (g.baseline or "", self._star_student(study, g, teacher, root))
-        return {"teacher": teacher, "students": students}
-
-    @staticmethod
-    def _star_student(
-        study: StudyResult, g: Group, teacher: nn.Module, root: Any
-    ) -> dict[int, nn.Module]:
-
-        spec = StudentConfig(method=g.method, name=g.name + STAR, **g.method_params)
-        return {
-            seed: train_variant(
-                study,
-                spec,
+        (teacher,) = train_variants(
+            study, [Variant(spec, recipe, cfg.teacher_seed, root / "teacher_star")], self.quiet
+        )
+        controlled = [g for g in study.by_role("student") if g.method in self.control_methods]
+        variants = [
+            Variant(
+                StudentConfig(method=g.method, name=g.name + STAR, **g.method_params),
                 g.train,
                 seed,
                 root / f"{g.name}_star" / f"seed{seed}",
                 teacher,
                 g.model,
             )
+            for g in controlled
             for seed in sorted(g.runs)
+        ]
+        runs = iter(train_variants(study, variants, self.quiet))
+        students: dict[str, tuple[str, dict[int, nn.Module]]] = {
+            g.name: (g.baseline or "", {seed: next(runs).load() for seed in sorted(g.runs)})
+            for g in controlled
         }
+        return {"teacher": teacher.load(), "students": students}
 
     def report_section(self, result: dict[str, Any], study: StudyResult) -> str:
         parts = [

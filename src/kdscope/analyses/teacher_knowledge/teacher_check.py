@@ -43,7 +43,7 @@ from kdscope.evaluation import predict_logits
 from kdscope.methods import build_method
 from kdscope.render import fmt_summary, table
 from kdscope.stats import summarise
-from kdscope.study import train_variant
+from kdscope.study import Variant, train_variants
 from kdscope.teacher_knowledge.teacher_check import Thresholds, teacher_check
 from kdscope.verdicts import ABOVE, classify
 
@@ -233,18 +233,23 @@ class TeacherCheckAnalysis(Analysis):
         teacher_cfg = StudentConfig(
             method=method, name=f"zoo-{name}", model=cfg.teacher.model, **params
         )
-        teacher = train_variant(study, teacher_cfg, train, cfg.teacher_seed, root / "teacher", None)
+        (zoo_teacher,) = train_variants(
+            study, [Variant(teacher_cfg, train, cfg.teacher_seed, root / "teacher")], self.quiet
+        )
+        teacher = zoo_teacher.load()
         out = {"recipe": ZOO[name], **self._check(study, teacher, tau, lam, heldout_correct)}
         if self.zoo_students and kd is not None and baseline is not None:
             student_cfg = StudentConfig(
                 method=kd.method, name=f"kd-from-{name}", **kd.method_params
             )
             correct = {}
-            for seed in sorted(kd.runs):
-                model = train_variant(
-                    study, student_cfg, kd.train, seed, root / f"kd_seed{seed}", teacher, kd.model
-                )
-                pred = predict_logits(model, study.data.test).argmax(1)
+            seeds = sorted(kd.runs)
+            variants = [
+                Variant(student_cfg, kd.train, s, root / f"kd_seed{s}", zoo_teacher, kd.model)
+                for s in seeds
+            ]
+            for seed, run in zip(seeds, train_variants(study, variants, self.quiet), strict=True):
+                pred = predict_logits(run.load(), study.data.test).argmax(1)
                 correct[seed] = (pred == study.data.test.labels).numpy().astype(np.float64)
             out["kd_gain"] = summarise(
                 paired(correct, correctness(study, baseline.name)), shared_inputs=True
