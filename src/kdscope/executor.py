@@ -133,20 +133,42 @@ class _Failed:
 
 
 class LocalExecutor(Executor):
-    """Runs jobs one after another in this process (torch uses this process's threads)."""
+    """Runs jobs one after another in this process, with torch's threads pinned to ``threads``
+    while they run (None: this process's own count)."""
 
     name = "local"
 
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise KdscopeError(f"threads must be at least 1, not {threads}")
+        self.threads = threads
+
+    def job_threads(self) -> int:
+        return self.threads or torch.get_num_threads()
+
     def _run(self, jobs: list[Job[R]], bar: Bar | None) -> list[R | _Failed]:
         out: list[R | _Failed] = []
-        for job in jobs:
-            if bar is not None:
-                bar.set_description(job.label)
-            try:
-                out.append(job(bar.update if bar is not None else _ignore))
-            except Exception as e:  # noqa: BLE001  (kept; raised once the others have run)
-                out.append(_Failed.of(e))
+        with pinned_threads(self.threads):
+            for job in jobs:
+                if bar is not None:
+                    bar.set_description(job.label)
+                try:
+                    out.append(job(bar.update if bar is not None else _ignore))
+                except Exception as e:  # noqa: BLE001  (kept; raised once the others have run)
+                    out.append(_Failed.of(e))
         return out
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: unchanged) inside the block."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_workers() -> int:
@@ -465,9 +487,7 @@ def build_executor(
     ``threads`` per job (for ``local``, None leaves this process's threads as they are), on
     the study's ``device``."""
     if name == "local":
-        if threads is not None:
-            pin_threads(threads)
-        return LocalExecutor()
+        return LocalExecutor(threads)
     if name == "processes":
         return ProcessExecutor(workers, threads or 1, device)
     if name == "ray":

@@ -49,7 +49,7 @@ from kdscope.datasets import DataSplits, TensorDataset
 from kdscope.datasets import build as build_dataset
 from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
-from kdscope.executor import Executor, Job, LocalExecutor
+from kdscope.executor import Executor, Job, LocalExecutor, pinned_threads
 from kdscope.given import adopt, load_given, load_state
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
@@ -68,6 +68,8 @@ from kdscope.trajectory import checkpoint_epochs
 from kdscope.weight_search import WeightSearchRun, search_data
 
 Role = Literal["teacher", "baseline", "student"]
+#: the study's execution settings: where its jobs run, not what they compute
+EXECUTION_FIELDS = ("executor", "device")
 LOCK_FILE = ".lock"
 #: the study a grown folder held before (docs/outputs.md, 'Growing a study')
 PREVIOUS_FILE = "study.previous.yaml"
@@ -362,9 +364,17 @@ def _grow(cfg: StudyConfig, out_dir: Path, runs: list[tuple[Path, RunPlan]]) -> 
             )
     check_plans(out_dir, runs)
     if previous != resolved:
-        io.write_text(out_dir / PREVIOUS_FILE, previous)
+        if _science(previous) != _science(resolved):
+            io.write_text(out_dir / PREVIOUS_FILE, previous)
         io.write_text(path, resolved)
     _note_unused(cfg, out_dir)
+
+
+def _science(text: str) -> Any:  # noqa: ANN401  (a YAML mapping)
+    """A study file's settings but those of its execution (:data:`EXECUTION_FIELDS`), which
+    change no result: a folder resumed on another executor keeps no previous study."""
+    data = yaml.safe_load(text)
+    return {k: v for k, v in data.items() if k not in EXECUTION_FIELDS}
 
 
 def _read_text(path: Path, out_dir: Path) -> str:
@@ -770,7 +780,10 @@ def train_study(
         with _study_lock(out_dir):
             io.clean_orphans(out_dir)  # under the lock: no other process is writing here
             _prepare_out_dir(cfg, out_dir, known)
-            _train_models(result, jobs, search, quiet)
-            if then is not None:
-                then(result)
+            # this process computes at the jobs' thread count too (the analyses it runs
+            # itself): the study's numbers then depend on that count only, whatever executor
+            with pinned_threads(result.executor.job_threads()):
+                _train_models(result, jobs, search, quiet)
+                if then is not None:
+                    then(result)
     return result
