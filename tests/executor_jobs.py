@@ -25,7 +25,9 @@ def threads_and_pid(progress: Callable[[int], None]) -> tuple[int, int]:
     return torch.get_num_threads(), os.getpid()
 
 
-def write_then_maybe_fail(folder: Path, name: str, fail: str, progress: Callable[[int], None]) -> str:
+def write_then_maybe_fail(
+    folder: Path, name: str, fail: str, progress: Callable[[int], None]
+) -> str:
     """Write ``folder/name`` (after a pause, so that the failing job fails first), then raise
     ``fail`` (``bug``: a ValueError, ``user``: a KdscopeError) or return ``name``."""
     if fail == "bug":

@@ -72,6 +72,43 @@ def test_sensitivity_is_exact_with_a_full_basis() -> None:
     assert torch.allclose(c, torch.tensor([[1.0, 4.0, 9.0, 0.0]]).double().expand(3, -1))
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_sensitivity_of_a_conv_net_is_the_sum_of_per_direction_vjps(batched, monkeypatch) -> None:
+    """c_u from one forward pass and K batched backward passes (or, where torch cannot batch
+    them, the fallback of one forward pass per direction) equals, to float rounding, the sum
+    over the K directions of (Jᵀv)² computed one direction at a time."""
+    if not batched:
+        grad = torch.autograd.grad
+
+        def unbatched(*args, is_grads_batched=False, **kwargs):
+            if is_grads_batched:
+                raise RuntimeError("no batching rule (planted)")
+            return grad(*args, **kwargs)
+
+        monkeypatch.setattr(torch.autograd, "grad", unbatched)
+    torch.manual_seed(0)
+    model = build_model("cnn_small", num_classes=4, width=4).eval()
+    x, units = torch.rand(3, 3, 16, 16), image_grid((3, 16, 16), 4)
+    settings = EstimatorSettings(projections=8, chunk_rows=16)
+    with layer_probe(model, "conv") as fn:
+        c, m = unit_sensitivity(fn, x, units, settings)
+        feat = fn(x[:1], None).shape[1:]
+        gen = torch.Generator().manual_seed(settings.seed + 7919)
+        q, _ = torch.linalg.qr(torch.randn(m, 8, generator=gen))
+        expected = torch.zeros(3, 16 * 16 * 3, dtype=torch.float64)
+        for v in q.T * math.sqrt(m / 8):
+            d = torch.zeros(3, *units.shape, requires_grad=True)
+            out = torch.relu(fn(x, d))
+            (g,) = grad_of(out, d, v.view(1, *feat).expand_as(out))
+            expected += g.double().pow(2).reshape(3, -1)
+    assert torch.allclose(c, units.unit_sums(expected), rtol=1e-5, atol=0)
+
+
+def grad_of(out: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor]:
+    """∂⟨out, v⟩/∂d, by torch's own (unbatched) autograd."""
+    return torch.autograd.grad((out * v).sum(), d)
+
+
 def test_random_projections_are_unbiased() -> None:
     torch.manual_seed(0)
     weight = torch.randn(64, 16)

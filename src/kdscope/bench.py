@@ -20,15 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from kdscope import io
 from kdscope.config import ModelConfig, TrainConfig
 from kdscope.correlation import spearman
 from kdscope.datasets import build as build_dataset
 from kdscope.datasets.base import DataSplits
+from kdscope.evaluation import accuracy_and_loss
 from kdscope.knowledge_points import metrics as kp_metrics
 from kdscope.methods import METHODS
 from kdscope.models import build_model
-from kdscope.trainer import RunPlan, load_checkpoint, train_run
+from kdscope.trainer import RunPlan, load_checkpoint, lr_at, make_optimizer, train_run
+from kdscope.trajectory import checkpoint_epochs
 
 BENCHMARKS: dict[str, Callable[..., list[dict[str, object]]]] = {}
 
@@ -76,6 +80,164 @@ def bench_training(
         row["images_per_s"] = n_train * epochs / float(row["seconds"])  # type: ignore[arg-type]
         row["ratio_to_first_of_method"] = float(row["seconds"]) / float(base[method])  # type: ignore[arg-type]
     return rows
+
+
+#: the most a kdscope training run may cost relative to a hand-written loop
+#: (:func:`bench_training_overhead`)
+HAND_LOOP_GATE = 1.10
+
+
+@_benchmark("training-overhead")
+def bench_training_overhead(repeats: int = 3) -> list[dict[str, object]]:
+    """A student of the default study (``cnn_small`` width 16, 120 training images, batch 16,
+    the default test split) trained by kdscope's trainer (every epoch: path lengths of three
+    layers, test evaluation, metrics, trajectory and resume state written; the checkpoints of
+    ``checkpoints: auto``) and by a hand-written PyTorch loop with the same model, data,
+    optimiser, schedule and per-epoch test evaluation, alternately, ``repeats`` times each; the
+    ratio of the medians passes when at most :data:`HAND_LOOP_GATE`."""
+    full = build_dataset("shapes", n_train=2000, n_test=500, seed=0)
+    data = DataSplits(full.train.subset(torch.arange(120)), full.test)
+    train = TrainConfig(epochs=30, lr=0.02, batch_size=16)
+    model = ModelConfig(name="cnn_small", width=16)
+    epochs = checkpoint_epochs("auto", train.epochs)
+    plan = RunPlan("bench", 0, model, "ce", {}, train, tuple(epochs), ("conv", "fc1", "fc2"))
+    times: dict[str, list[float]] = {"kdscope train_run": [], "hand-written loop": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            train_run(plan, data, Path(tmp) / f"run{r}")
+            times["kdscope train_run"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            hand_loop(model, train, data)
+            times["hand-written loop"].append(time.perf_counter() - t0)
+    hand = statistics.median(times["hand-written loop"])
+    rows: list[dict[str, object]] = []
+    for label, ts in times.items():
+        ratio = statistics.median(ts) / hand
+        gate = "" if label.startswith("hand") else ("pass" if ratio <= HAND_LOOP_GATE else "fail")
+        rows.append(
+            {"variant": label, "seconds": statistics.median(ts), "ratio": ratio, "gate": gate}
+        )
+    return rows
+
+
+def hand_loop(model_cfg: ModelConfig, cfg: TrainConfig, data: DataSplits) -> float:
+    """What a user would write: the model, SGD with the study's schedule, shuffled
+    mini-batches, and the test accuracy after every epoch (no logging, no files). Returns
+    the last test accuracy."""
+    torch.manual_seed(0)
+    model = model_cfg.build(data.num_classes)
+    opt = make_optimizer(cfg, list(model.parameters()))
+    acc = 0.0
+    for epoch in range(cfg.epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch, cfg.epochs)
+        model.train()
+        gen = torch.Generator().manual_seed(epoch)
+        for batch in data.train.batches(cfg.batch_size, gen):
+            if len(batch) < 2:
+                continue
+            loss = F.cross_entropy(model(batch.input), batch.label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        acc, _ = accuracy_and_loss(model, data.test)
+    return acc
+
+
+#: the least speed-up the process pool must give over one process at the same thread count
+EXECUTOR_GATE = 1.6
+
+
+@_benchmark("executor")
+def bench_executor(repeats: int = 1, preset: str = "smoke") -> list[dict[str, object]]:
+    """The ``preset`` study run whole (training and analyses) three ways in one run: in this
+    process at torch's own thread count, in this process at one thread per job, and on a pool
+    of one worker per core at one thread each. Prints each one's seconds, the pool's speed-up
+    and whether its ``summary.json`` equals the one-process run's at the same thread count
+    (the gate: identical, and a speed-up of at least :data:`EXECUTOR_GATE`), and at torch's
+    own count (which may differ in the last bits: docs/scaling.md)."""
+    from kdscope.config import load_preset
+    from kdscope.executor import default_workers
+    from kdscope.pipeline import run_study
+
+    cfg = load_preset(preset)
+    workers = default_workers()
+    variants = [
+        (f"local, {torch.get_num_threads()} threads (torch's own)", cfg.executing("local")),
+        ("local, 1 thread", cfg.executing("local", threads=1)),
+        (f"processes, {workers} workers x 1 thread", cfg.executing("processes", workers)),
+    ]
+    times: dict[str, list[float]] = {label: [] for label, _ in variants}
+    summaries: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for i, (label, study) in enumerate(variants):
+                t0 = time.perf_counter()
+                out = run_study(study, Path(tmp) / f"{i}-{r}", quiet=True).out_dir
+                times[label].append(time.perf_counter() - t0)
+                summary = io.read_json(out / "summary.json")
+                summary.pop("environment")
+                summaries[label] = summary
+    pool, same = variants[2][0], variants[1][0]
+    seconds = {label: statistics.median(ts) for label, ts in times.items()}
+    rows: list[dict[str, object]] = []
+    for label, _ in variants:
+        row: dict[str, object] = {"variant": label, "seconds": seconds[label]}
+        row["pool_speedup"] = seconds[label] / seconds[pool]
+        row["summary_as_pool"] = "yes" if summaries[label] == summaries[pool] else "no"
+        row["gate"] = ""
+        if label == same:
+            ok = row["pool_speedup"] >= EXECUTOR_GATE and row["summary_as_pool"] == "yes"  # type: ignore[operator]
+            row["gate"] = "pass" if ok else "fail"
+        rows.append(row)
+    return rows
+
+
+@_benchmark("device")
+def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, object]]:
+    """The GPU checks, where torch sees a CUDA GPU (else one row saying so): the ``preset``
+    study on the CPU and twice on ``cuda``, timed; whether the two CUDA runs are identical
+    (determinism on one GPU: docs/scaling.md) and how far the CUDA study's test accuracies lie
+    from the CPU's (different float rounding, so not bit-identical; the gate is 0.05)."""
+    from kdscope.config import load_preset
+    from kdscope.pipeline import run_study
+
+    if not torch.cuda.is_available():
+        return [{"check": "cuda", "result": "skipped: torch sees no CUDA GPU on this machine"}]
+    cfg = load_preset(preset)
+    summaries, seconds = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, dev in (("cpu", "cpu"), ("cuda", "cuda"), ("cuda again", "cuda")):
+            t0 = time.perf_counter()
+            out = run_study(cfg.executing(device=dev), Path(tmp) / label, quiet=True).out_dir
+            seconds[label] = time.perf_counter() - t0
+            summary = io.read_json(out / "summary.json")
+            summary.pop("environment")
+            summaries[label] = summary
+    gap = max(
+        abs(a["test_acc"] - b["test_acc"])
+        for name, group in summaries["cpu"]["models"].items()
+        for seed, a in group["seeds"].items()
+        for b in [summaries["cuda"]["models"][name]["seeds"][seed]]
+    )
+    same = summaries["cuda"] == summaries["cuda again"]
+    return [
+        {
+            "check": "seconds on cpu / cuda",
+            "result": f"{seconds['cpu']:.1f} / {seconds['cuda']:.1f}",
+        },
+        {
+            "check": "cuda runs identical",
+            "result": "yes" if same else "no",
+            "gate": "pass" if same else "fail",
+        },
+        {
+            "check": "max |test acc cuda - cpu|",
+            "result": f"{gap:.4f}",
+            "gate": "pass" if gap <= 0.05 else "fail",
+        },
+    ]
 
 
 def format_rows(rows: list[dict[str, object]]) -> str:

@@ -99,8 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure kdscope's costs side by side (prints ratios)")
     bench.add_argument(
         "name",
-        choices=["training", "knowledge-points", "verdicts"],
-        help="training: cost of trajectory logging and teacher caching; knowledge-points: fast "
+        choices=[
+            "training",
+            "training-overhead",
+            "knowledge-points",
+            "verdicts",
+            "executor",
+            "device",
+        ],
+        help="training: cost of trajectory logging and teacher caching; training-overhead: "
+        "a training run against a hand-written PyTorch loop (exits 1 above 1.10x); executor: "
+        "the smoke study in one process and on a process pool, speed-up and identical "
+        "summaries (exits 1 below 1.6x or if they differ); device: the GPU checks (skipped "
+        "without a CUDA GPU); knowledge-points: fast "
         "vs reference information discarding, input by input, on a trained teacher, baseline and "
         "student at every diagnosed layer (exits 1 if a gate fails); verdicts: false-"
         "positive rate of the verdict intervals in simulated null studies, and their power "

@@ -28,7 +28,10 @@ def predict_logits(model: nn.Module, data: TensorDataset, batch_size: int = 500)
 def accuracy_and_loss(
     model: nn.Module, data: TensorDataset, batch_size: int = 500
 ) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data``."""
-    logits = predict_logits(model, data, batch_size)
-    acc = float((logits.argmax(1) == data.labels).float().mean())
-    return acc, float(F.cross_entropy(logits, data.labels))
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data`` (in inference mode, a
+    little faster than without gradients alone, and the same numbers: nothing it makes
+    leaves it but two floats)."""
+    with torch.inference_mode():
+        logits = predict_logits(model, data, batch_size)
+        acc = float((logits.argmax(1) == data.labels).float().mean())
+        return acc, float(F.cross_entropy(logits, data.labels))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -61,11 +62,13 @@ class Job(Generic[R]):
     ``fn`` is a module-level function and ``args`` are picklable (a worker process or a Ray
     node receives them); ``label`` names the job in progress lines and error messages. The job
     computes on its process's current device (:mod:`kdscope.device`), which the executor sets
-    in each worker."""
+    in each worker. ``cost`` (any unit, the same for the jobs of one :meth:`Executor.map`)
+    orders the submission to a pool: the costliest first, so that no long job starts last."""
 
     label: str
     fn: Callable[..., R]
     args: tuple[Any, ...] = ()
+    cost: float = 0.0
 
     def __call__(self, progress: Callable[[int], None]) -> R:
         return self.fn(*self.args, progress=progress)
@@ -220,7 +223,9 @@ class ProcessExecutor(Executor):
     def _run(self, jobs: list[Job[R]], bar: Bar | None) -> list[R | _Failed]:
         pool = self._start()
         with _listening(self._messages, jobs, bar):
-            futures = [pool.submit(_run_in_worker, i, job) for i, job in enumerate(jobs)]
+            futures: list[Future[R]] = [None] * len(jobs)  # type: ignore[list-item]
+            for i in by_cost(jobs):
+                futures[i] = pool.submit(_run_in_worker, i, jobs[i])
             try:
                 while wait(futures, timeout=0.5).not_done:  # a timeout: Ctrl-C gets through
                     pass
@@ -245,6 +250,11 @@ class ProcessExecutor(Executor):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def by_cost(jobs: Sequence[Job[Any]]) -> list[int]:
+    """The jobs' indices, costliest first (ties in job order)."""
+    return sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
 
 
 def _outcome(future: Future[R]) -> R | _Failed:
@@ -393,9 +403,10 @@ class RayExecutor(Executor):
             num_cpus=self.threads, num_gpus=gpus, max_retries=0
         )
         dev = "cuda" if gpus else "cpu"
-        refs = [
-            task.remote(i, job, self.threads, dev, messages, code) for i, job in enumerate(jobs)
-        ]
+        refs: list[Any] = [None] * len(jobs)
+        for i in by_cost(jobs):
+            # pickled here, unpickled in the task once the user's code is imported there
+            refs[i] = task.remote(i, pickle.dumps(jobs[i]), self.threads, dev, messages, code)
         with _listening(_RayQueue(messages), jobs, bar):
             try:
                 pending = list(refs)
@@ -447,7 +458,7 @@ class _RayQueue:
 
 def _run_ray_task(
     index: int,
-    job: Job[R],
+    job: bytes,
     threads: int,
     dev: str,
     messages: Any,  # noqa: ANN401  (a Ray queue)
@@ -460,7 +471,7 @@ def _run_ray_task(
     device.use(dev)
     code.load()
     _MESSAGES = messages
-    return _run_in_worker(index, job)
+    return _run_in_worker(index, pickle.loads(job))
 
 
 def import_ray() -> Any:  # noqa: ANN401  (the ray module)

@@ -51,6 +51,7 @@ from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, Job, LocalExecutor, pinned_threads
 from kdscope.given import adopt, load_given, load_state
+from kdscope.methods import build_method
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, check_plans, resume_run, writing
@@ -707,9 +708,9 @@ def _train_models(
     search: WeightSearchRun | None,
     quiet: bool,
 ) -> None:
-    """Train (or resume, or load) the study's runs on the study's executor: the teacher, then
-    the weight search if any (it sets the students' weights), then the baselines and
-    students."""
+    """Train (or resume, or load) the study's runs on the study's executor: the teacher with
+    the baselines (which need no teacher), then the weight search if any (it sets the
+    students' weights), then the students."""
     cfg, out_dir = result.config, result.out_dir
     total = sum(
         run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
@@ -721,9 +722,13 @@ def _train_models(
     def job(
         role: Role | Literal["search"], plan: RunPlan, run_dir: Path, given: Given | None
     ) -> Job[Run]:
-        teacher = None if role == "teacher" else result.teacher.runs[cfg.teacher_seed]
+        needs = role != "teacher" and build_method(plan.method, **plan.method_params).needs_teacher
+        teacher = result.teacher.runs[cfg.teacher_seed] if needs else None
         spec = TrainJob(cfg, out_dir, role, plan, run_dir, given, teacher)
-        return Job(f"{plan.name} seed {plan.seed}", train_job, (spec,))
+        data = result.data if role == "teacher" else result.student_data
+        # examples seen, for the executor's order (the longest jobs start first)
+        cost = plan.train.epochs * (len(data.train) + len(data.test))
+        return Job(f"{plan.name} seed {plan.seed}", train_job, (spec,), cost=cost)
 
     def run(items: list[tuple[Group, int, RunPlan]]) -> None:
         specs = [
@@ -733,9 +738,10 @@ def _train_models(
         for (g, seed, _), trained in zip(items, result.executor.map(specs, bar), strict=True):
             g.runs[seed] = trained
 
+    first = [j for j in jobs if j[0].role in ("teacher", "baseline")]
+    rest = [j for j in jobs if j[0].role == "student"]
     try:
-        run(jobs[:1])  # every student needs the teacher
-        rest = jobs[1:]
+        run(first)  # every student needs the teacher
         if search is not None:  # choose the students' weights before they train
             specs = [job("search", j.plan, j.run_dir, None) for j in search.jobs]
             runs = result.executor.map(specs, bar)

@@ -38,6 +38,7 @@ Modes:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,9 @@ from kdscope.models.hooks import get_module, resolve_layer
 HALF_LOG_2PIE = 0.5 * math.log(2 * math.pi * math.e)
 
 Mode = Literal["reference", "fast", "optimum"]
+#: raised when the estimator's numbers change (a cache of maps records it): 2 batches the
+#: ``fast`` mode's backward passes, which changes its sensitivities in the last float bits
+ESTIMATOR_VERSION = 2
 LayerFn = Callable[[Tensor, Tensor | None], Tensor]
 
 
@@ -493,13 +497,31 @@ def unit_sensitivity(
     per = max(1, settings.chunk_rows // k)
     for a in range(0, p, per):
         b = min(p, a + per)
-        xs = x[a:b].repeat_interleave(k, 0)
-        d = torch.zeros(xs.shape[0], *units.shape, requires_grad=True)
-        feat = phi(fn(xs, d))
-        v = basis.repeat(b - a, 1).view(xs.shape[0], *feat_shape)
-        (g,) = torch.autograd.grad(feat, d, v)
-        sens[a:b] = g.double().pow(2).reshape(b - a, k, -1).sum(1)
+        g = _vjps(fn, phi, x[a:b], units, basis.view(k, 1, *feat_shape))
+        sens[a:b] = g.double().pow(2).reshape(k, b - a, -1).sum(0)
     return units.unit_sums(sens), m
+
+
+def _vjps(
+    fn: LayerFn, phi: Callable[[Tensor], Tensor], x: Tensor, units: UnitMap, v: Tensor
+) -> Tensor:
+    """(K, P, *units) vector–Jacobian products vᵀ ∂φ(f)/∂(perturbation) at the inputs ``x``
+    (P, ...) for the K directions ``v`` (K, 1, *feature), shared by every input: one forward
+    pass of the P inputs, the K backward passes batched (``is_grads_batched``). A model whose
+    operations torch cannot batch backward falls back to one forward pass per direction."""
+    p, k = x.shape[0], v.shape[0]
+    v = v.expand(k, p, *v.shape[2:])
+    d = torch.zeros(p, *units.shape, requires_grad=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on ops it batches by a loop
+            (g,) = torch.autograd.grad(phi(fn(x, d)), d, v, is_grads_batched=True)
+        return g
+    except RuntimeError:
+        xs = x.repeat(k, *([1] * (x.dim() - 1)))
+        d = torch.zeros(k * p, *units.shape, requires_grad=True)
+        (g,) = torch.autograd.grad(phi(fn(xs, d)), d, v.reshape(k * p, *v.shape[2:]))
+        return g.view(k, p, *units.shape)
 
 
 def _linearised(

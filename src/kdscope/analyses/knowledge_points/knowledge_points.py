@@ -57,7 +57,7 @@ from kdscope.knowledge_points.diagnosis import (
     per_input_table,
     statistic,
 )
-from kdscope.knowledge_points.estimator import EstimatorSettings, Mode
+from kdscope.knowledge_points.estimator import ESTIMATOR_VERSION, EstimatorSettings, Mode
 from kdscope.knowledge_points.modalities import UNIT_MAPS
 from kdscope.knowledge_points.weight_path import from_checkpoints, read_distances
 from kdscope.methods.feature_mimic import FeatureMimic
@@ -196,6 +196,7 @@ class KnowledgePointsAnalysis(Analysis):
         ) * len(layers)
         bar = progress(total=total, desc="knowledge points", unit="map", disable=self.quiet)
         keys = [(g, seed, layer) for g in networks for seed in sorted(g.runs) for layer in layers]
+        size = {g.name: parameter_count(g, study.data.num_classes) for g in networks}
         jobs = [
             Job(
                 f"knowledge points: {g.name} seed {seed} {layer}",
@@ -211,6 +212,7 @@ class KnowledgePointsAnalysis(Analysis):
                     counted,
                     train.modality,
                 ),
+                cost=len(g.runs[seed].plan.checkpoints) * size[g.name],
             )
             for g, seed, layer in keys
         ]
@@ -256,9 +258,12 @@ class KnowledgePointsAnalysis(Analysis):
             "rho_include_initial": self.rho_include_initial,
         }
 
-    def _fingerprint(self, run: Run, layer: str) -> str:
+    def cache_fingerprint(self, run: Run, layer: str) -> str:
+        """What the cached maps of ``run`` at ``layer`` depend on: a cache computed otherwise
+        (or by an estimator whose numbers differ, :data:`ESTIMATOR_VERSION`) is recomputed."""
         return json.dumps(
             {
+                "estimator": ESTIMATOR_VERSION,
                 "plan": run.plan.fingerprint(),
                 "given": run.result.get("given"),  # a given model's file: path, size, time
                 "layer": layer,
@@ -398,7 +403,7 @@ def _trajectory(
     of the executor): read from the cache when it holds what ``analysis`` computes, else
     computed and cached."""
     path = cache_path(out_dir, name, run.plan.seed, layer)
-    fp = analysis._fingerprint(run, layer)
+    fp = analysis.cache_fingerprint(run, layer)
     epochs = list(run.plan.checkpoints)
     if run.given is None:
         distance, displacement = run_distances(run, layer, epochs)
@@ -428,6 +433,14 @@ def _trajectory(
     progress(skipped)
     io.save_npz(path, **cache_arrays(traj, fp))
     return traj
+
+
+def parameter_count(g: Group, num_classes: int) -> int:
+    """The parameters of the group's model (1 for a TorchScript one): the cost of its maps, for
+    the executor's order of jobs (the costliest first)."""
+    if g.model is None:
+        return 1
+    return sum(p.numel() for p in g.model.build(num_classes).parameters())
 
 
 def assumptions(
