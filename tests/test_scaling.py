@@ -71,7 +71,7 @@ def test_the_summary_records_executor_threads_and_device(local_and_pool):
     a, b = (io.read_json(p / "summary.json")["environment"] for p in local_and_pool)
     assert a["threads"] == b["threads"] == 1 and a["device"] == b["device"] == "cpu"
     assert a["executor"] == {"name": "local", "threads": 1}
-    assert b["executor"] == {"name": "processes", "workers": 2, "threads": 1}
+    assert b["executor"] == {"name": "processes", "workers": 2, "threads": 1, "start": "fork"}
     assert a["torch"] == torch.__version__
 
 

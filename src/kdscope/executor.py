@@ -183,9 +183,9 @@ class ProcessExecutor(Executor):
     """A pool of ``workers`` local processes (default: one per core), each with torch pinned
     to ``threads`` threads (default 1) so that the workers do not fight over the cores.
 
-    Workers are started (``spawn``: a fresh interpreter, safe with torch's thread pools) at the
-    first :meth:`map` and kept until :meth:`close`, so that what a worker caches (a study's
-    data, its teacher) serves its later jobs."""
+    Workers are started (:meth:`start_method`) at the first :meth:`map` and kept until
+    :meth:`close`, so that what a worker caches (a study's data, its teacher) serves its
+    later jobs."""
 
     name = "processes"
 
@@ -203,14 +203,28 @@ class ProcessExecutor(Executor):
         self._messages: Any = None
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "workers": self.workers, "threads": self.threads}
+        return {
+            "name": self.name,
+            "workers": self.workers,
+            "threads": self.threads,
+            "start": self.start_method(),
+        }
 
     def job_threads(self) -> int:
         return self.threads
 
+    def start_method(self) -> str:
+        """How workers start: ``fork`` (at once, sharing this process's data and teacher
+        copy-on-write) where it is safe, i.e. on the CPU with one thread per worker, as
+        PyTorch's DataLoader workers do (a forked child must not enter an OpenMP parallel
+        region, nor touch CUDA); ``spawn`` (a fresh interpreter) otherwise."""
+        cpu = device.resolve(self.device).type == "cpu"
+        forks = "fork" in mp.get_all_start_methods()
+        return "fork" if forks and cpu and self.threads == 1 else "spawn"
+
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            ctx = mp.get_context("spawn")
+            ctx = mp.get_context(self.start_method())
             self._messages = ctx.Queue()
             self._pool = ProcessPoolExecutor(
                 self.workers,
@@ -218,6 +232,9 @@ class ProcessExecutor(Executor):
                 initializer=_init_worker,
                 initargs=(self.threads, self.device, self._messages, user_code()),
             )
+            # start every worker now, before this process starts any thread of its own (a
+            # forked child inherits no thread, and no lock one of them held)
+            self._pool.submit(pin_threads, self.threads).result()
         return self._pool
 
     def _run(self, jobs: list[Job[R]], bar: Bar | None) -> list[R | _Failed]:
@@ -274,6 +291,7 @@ def _init_worker(threads: int, dev: str | None, messages: Any, code: UserCode) -
     global _MESSAGES  # noqa: PLW0603  (a worker's one queue)
     _MESSAGES = messages
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler
     pin_threads(threads)
     device.use(dev)
     code.load()
