@@ -80,6 +80,12 @@ def test_a_user_error_in_a_job_is_raised_as_is_without_a_traceback(pool, tmp_pat
     assert capsys.readouterr().err == ""
 
 
+def test_a_worker_killed_midway_is_one_line_and_the_pool_starts_again(pool):
+    with pytest.raises(KdscopeError, match="a worker process died while running 'victim'"):
+        pool.map([Job("victim", jobs.die)])
+    assert pool.map([Job("square 3", jobs.square, (3,))]) == [9]  # a new pool
+
+
 def test_workers_know_the_models_the_users_code_registered(tmp_path, monkeypatch):
     (tmp_path / "my_registered_models.py").write_text(
         "from torch import nn\n"

@@ -32,6 +32,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -249,7 +250,10 @@ class ProcessExecutor(Executor):
             except BaseException:
                 self._stop()
                 raise
-        return [_outcome(f) for f in futures]
+        outcomes = [_outcome(f, job) for f, job in zip(futures, jobs, strict=True)]
+        if any(isinstance(o, _Failed) and isinstance(o.error, _Died) for o in outcomes):
+            self._stop()  # a broken pool runs nothing more: the next map starts a new one
+        return outcomes
 
     def _stop(self) -> None:
         """Stop the workers now (Ctrl-C): queued jobs are dropped, running ones killed."""
@@ -274,9 +278,19 @@ def by_cost(jobs: Sequence[Job[Any]]) -> list[int]:
     return sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
 
 
-def _outcome(future: Future[R]) -> R | _Failed:
-    """A finished future's result, or its failure."""
+class _Died(KdscopeError):
+    """A worker process died (killed, out of memory) while it ran a job."""
+
+
+def _outcome(future: Future[R], job: Job[R]) -> R | _Failed:
+    """A finished future's result, or its failure (a worker's death as a user error naming
+    the job: the machine, not the job's code, is at fault)."""
     error = future.exception()
+    if isinstance(error, BrokenProcessPool):
+        error = _Died(
+            f"a worker process died while running {job.label!r} or beside it (killed, or out "
+            "of memory?); the finished jobs are kept: run the same command again to resume"
+        )
     return _Failed.of(error) if error is not None else future.result()
 
 
