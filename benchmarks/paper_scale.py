@@ -6,7 +6,7 @@ Measured here at a small image size on this machine's CPU, with one thread, and 
 224x224 by the ratio of the forward-pass FLOPs (both costs are forward and backward passes of the
 network up to the diagnosed layer); docs/scaling.md reports the output and what it implies.
 
-    python benchmarks/paper_scale.py [--size 64] [--reference-steps 2]
+    python benchmarks/paper_scale.py [--size 64] [--reference-steps 2] [--device cuda]
 
 The reference recipe is timed over ``--reference-steps`` and twice as many of its 80 steps;
 the difference gives the cost of a step, extrapolated to 80.
@@ -74,7 +74,7 @@ def conv_flops(size: int, until: str) -> float:
 
 def _reference(steps: int) -> EstimatorSettings:
     """The reference recipe stopped after ``steps`` of its 80 steps."""
-    return EstimatorSettings(mode="reference", max_steps=steps, check_step=steps)
+    return EstimatorSettings(mode="reference", max_steps=steps, check_step=steps - 1)
 
 
 def seconds(model: nn.Module, layer: str, x: torch.Tensor, units, settings) -> float:  # noqa: ANN001
@@ -89,10 +89,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="image side measured (a multiple of 32)")
     p.add_argument("--reference-steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the network computes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = vgg16(size=args.size)
+    model = vgg16(size=args.size).to(args.device)
     x = torch.rand(1, 3, args.size, args.size)
     units = image_grid((3, args.size, args.size), args.size // 16)  # 16 x 16 cells, as the papers
     scale = (224 / args.size) ** 2

@@ -133,3 +133,24 @@ def test_ctrl_c_on_the_process_executor_stops_the_study_and_it_resumes(tmp_path)
     assert "interrupted" in err
     assert subprocess.run(cmd, env=env).returncode == 0
     assert (out / "summary.json").exists()
+
+
+def test_bench_executor_finds_the_pool_identical_to_one_process_at_its_thread_count():
+    """``kdscope bench executor`` (its speed is measured, not tested: benchmarks, not tests,
+    hold speed targets)."""
+    from kdscope.bench import bench_executor
+
+    rows = bench_executor()
+    assert [r["summary_as_pool"] for r in rows][1:] == ["yes", "yes"]
+    assert rows[1]["gate"] == "pass"
+    assert all(float(r["seconds"]) > 0 for r in rows)
+
+
+def test_bench_device_says_when_there_is_no_gpu():
+    from kdscope.bench import bench_device
+
+    rows = bench_device()
+    if not torch.cuda.is_available():
+        assert rows == [
+            {"check": "cuda", "result": "skipped: torch sees no CUDA GPU on this machine"}
+        ]
