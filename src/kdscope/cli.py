@@ -35,6 +35,10 @@ EPILOG = """examples:
   kdscope check-teacher --preset three_levels --out runs/levels
                                                      train only the teacher and check it before
                                                      distilling (relations, confidence)
+  kdscope run my_study.yaml --workers 4              its jobs on 4 worker processes (same numbers
+                                                     at the same --threads; see docs/scaling.md)
+  kdscope run my_study.yaml --executor ray --device cuda
+                                                     on a Ray cluster's GPUs (pip install 'kdscope[ray]')
   kdscope bench training                             cost of trajectory logging and teacher caching
   kdscope bench knowledge-points                     fast vs reference knowledge-point estimator
   kdscope bench verdicts                             calibration of the verdicts in null studies
@@ -136,8 +140,8 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
         "--executor",
         choices=["local", "processes", "ray"],
         help="where the jobs (trainings, knowledge-point maps, retrainings) run: local (this "
-        "process, one after another; the default), processes (a pool of local worker "
-        "processes) or ray (a Ray cluster; pip install 'kdscope[ray]')",
+        "process, one after another), processes (a pool of local worker processes) or ray (a "
+        "Ray cluster; pip install 'kdscope[ray]'); default: the study's 'executor', else local",
     )
     parser.add_argument(
         "--workers",

@@ -20,6 +20,7 @@ the executor adds them to one bar, whose description names the jobs running.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -418,7 +419,12 @@ class RayExecutor(Executor):
         ray = self.ray
         if ray.is_initialized():
             return
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        # Ray's own start-up notes are not the user's business; its errors still show
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+        }
         if self.address is None and "RAY_ADDRESS" not in os.environ:
             options["num_cpus"] = self.cpus or default_workers()
         ray.init(address=self.address, **options)
