@@ -204,7 +204,8 @@ class StudyResult:
         key = (group, seed, split, epoch)
         if key not in self._logits:
             data = self.student_data.train if split == "train" else self.data.test
-            self._logits[key] = predict_logits(self.groups[group].runs[seed].load(epoch), data)
+            model = self.groups[group].runs[seed].load(epoch).to(device.current())
+            self._logits[key] = predict_logits(model, data)
         return self._logits[key]
 
 
