@@ -18,7 +18,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import rankdata
 
 __all__ = [
     "auroc",
@@ -42,6 +41,8 @@ def average_ranks(x: ArrayLike) -> np.ndarray:
 
     NaNs rank above every number, all tied with each other (numpy's sort order).
     """
+    from scipy.stats import rankdata  # here: importing scipy.stats costs a second
+
     a = np.asarray(x).reshape(-1)
     if a.dtype.kind not in "fc":
         return rankdata(a)

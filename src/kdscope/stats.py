@@ -43,7 +43,6 @@ from math import prod
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -89,9 +88,11 @@ class Estimate:
         """mean ± sqrt(Σ_j t_{df_j}((1 + level)/2)² · v_j); NaN when undefined."""
         if not self.parts or not np.isfinite(self.mean):
             return float("nan"), float("nan")
+        from scipy import stats as scipy_stats  # here: importing it costs a second
+
         q = (1 + level) / 2
         half = np.sqrt(
-            sum(float(_scipy_stats.t.ppf(q, d)) ** 2 * v for v, d in self.parts if v > 0)
+            sum(float(scipy_stats.t.ppf(q, d)) ** 2 * v for v, d in self.parts if v > 0)
         )
         return self.mean - float(half), self.mean + float(half)
 

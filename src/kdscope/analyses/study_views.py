@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy import stats as _scipy_stats
 from torch import nn
 
 from kdscope.methods import ANALYSIS_ROLES, METHODS, BindContext, Method, build_method
@@ -196,11 +195,13 @@ def chance_level(study: StudyResult) -> float:
 def seeds_at_chance(study: StudyResult, group: str, level: float = 0.05) -> list[int]:
     """The seeds of ``group`` whose test accuracy is not above chance: a one-sided binomial test
     of k correct out of n against the chance level does not reject at ``level``."""
+    from scipy import stats as scipy_stats  # here: importing it costs a second
+
     p0, n = chance_level(study), len(study.data.test)
     out = []
     for seed, c in correctness(study, group).items():
         k = int(c.sum())
-        if _scipy_stats.binomtest(k, n, min(max(p0, 1e-12), 1.0), "greater").pvalue >= level:
+        if scipy_stats.binomtest(k, n, min(max(p0, 1e-12), 1.0), "greater").pvalue >= level:
             out.append(seed)
     return out
 
