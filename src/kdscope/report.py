@@ -48,6 +48,17 @@ def environment(study: StudyResult) -> dict[str, Any]:
     }
 
 
+def _computed_with(env: dict[str, Any]) -> str:
+    """One sentence on what the numbers were computed with (:func:`environment`)."""
+    ex = env["executor"]
+    where = {"local": "in one process", "processes": f"on {ex.get('workers')} worker processes"}
+    return (
+        f"Computed with torch {env['torch']} on {env['device']}, {env['threads']} thread(s) per "
+        f"job ({where.get(ex['name'], 'on Ray')}); the numbers are bit-identical at the same "
+        "thread count and device, whatever executor runs the jobs."
+    )
+
+
 def build_summary(study: StudyResult, outcomes: list[AnalysisOutcome]) -> dict[str, Any]:
     models = {}
     for g in study.groups.values():
@@ -294,7 +305,8 @@ def render_report(
         f"<p class='note'>kdscope {__version__}, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
         f"Dataset {html.escape(cfg.dataset.name)}: {study.data.num_classes} classes, "
         f"{len(study.data.test)} test inputs; the teacher trains on {len(study.data.train)} "
-        f"training inputs, baselines and students on {len(study.student_data.train)}.</p>",
+        f"training inputs, baselines and students on {len(study.student_data.train)}. "
+        f"{html.escape(_computed_with(summary['environment']))}</p>",
         f"<div id='read-this-first'>{_guards_html(summary['guards'])}</div>",
     ]
     toc = _toc([("read-this-first", "Read this first: sanity guards"), *sections])
