@@ -52,10 +52,15 @@ def _computed_with(env: dict[str, Any]) -> str:
     """One sentence on what the numbers were computed with (:func:`environment`)."""
     ex = env["executor"]
     where = {"local": "in one process", "processes": f"on {ex.get('workers')} worker processes"}
+    same = (
+        "the numbers are bit-identical at the same thread count per job, whatever executor "
+        "runs the jobs"
+        if env["device"] == "cpu"
+        else "on a GPU the numbers repeat on the same GPU model, driver and torch version"
+    )
     return (
         f"Computed with torch {env['torch']} on {env['device']}, {env['threads']} thread(s) per "
-        f"job ({where.get(ex['name'], 'on Ray')}); the numbers are bit-identical at the same "
-        "thread count and device, whatever executor runs the jobs."
+        f"job ({where.get(ex['name'], 'on Ray')}); {same}."
     )
 
 
