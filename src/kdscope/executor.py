@@ -415,6 +415,11 @@ class RayExecutor(Executor):
     def job_threads(self) -> int:
         return self.threads
 
+    def start(self) -> None:
+        """Connect to the cluster (or start the local instance) now, rather than at the first
+        :meth:`map`."""
+        self._init()
+
     def _init(self) -> None:
         ray = self.ray
         if ray.is_initialized():
