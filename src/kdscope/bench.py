@@ -17,13 +17,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdscope import io
-from kdscope.config import ModelConfig, TrainConfig
+from kdscope.config import ModelConfig, StudyConfig, TrainConfig
 from kdscope.correlation import spearman
 from kdscope.datasets import build as build_dataset
 from kdscope.datasets.base import DataSplits
@@ -160,7 +161,6 @@ def bench_executor(repeats: int = 1, preset: str = "smoke") -> list[dict[str, ob
     may differ in the last bits: docs/scaling.md)."""
     from kdscope.config import load_preset
     from kdscope.executor import default_workers
-    from kdscope.pipeline import run_study
 
     cfg = load_preset(preset)
     workers = default_workers()
@@ -174,12 +174,8 @@ def bench_executor(repeats: int = 1, preset: str = "smoke") -> list[dict[str, ob
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for i, (label, study) in enumerate(variants):
-                t0 = time.perf_counter()
-                out = run_study(study, Path(tmp) / f"{i}-{r}", quiet=True).out_dir
-                times[label].append(time.perf_counter() - t0)
-                summary = io.read_json(out / "summary.json")
-                summary.pop("environment")
-                summaries[label] = summary
+                seconds_, summaries[label] = _timed_study(study, Path(tmp) / f"{i}-{r}")
+                times[label].append(seconds_)
     seconds = {label: statistics.median(ts) for label, ts in times.items()}
     pool = variants[2][0]
     rows: list[dict[str, object]] = []
@@ -203,6 +199,19 @@ def bench_executor(repeats: int = 1, preset: str = "smoke") -> list[dict[str, ob
     return rows
 
 
+def _timed_study(cfg: StudyConfig, out: Path) -> tuple[float, dict[str, Any]]:
+    """Seconds to run study ``cfg`` whole into ``out``, and its ``summary.json`` without the
+    ``environment`` (which names the executor and device, the things the benches vary)."""
+    from kdscope.pipeline import run_study
+
+    t0 = time.perf_counter()
+    run_study(cfg, out, quiet=True)
+    seconds = time.perf_counter() - t0
+    summary = io.read_json(out / "summary.json")
+    summary.pop("environment")
+    return seconds, summary
+
+
 @_benchmark("device")
 def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, object]]:
     """The GPU checks, where torch sees a CUDA GPU (else one row saying so): the ``preset``
@@ -210,7 +219,6 @@ def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, obje
     (determinism on one GPU: docs/scaling.md) and how far the CUDA study's test accuracies lie
     from the CPU's (different float rounding, so not bit-identical; the gate is 0.05)."""
     from kdscope.config import load_preset
-    from kdscope.pipeline import run_study
 
     if not torch.cuda.is_available():
         return [{"check": "cuda", "result": "skipped: torch sees no CUDA GPU on this machine"}]
@@ -218,12 +226,9 @@ def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, obje
     summaries, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, dev in (("cpu", "cpu"), ("cuda", "cuda"), ("cuda again", "cuda")):
-            t0 = time.perf_counter()
-            out = run_study(cfg.executing(device=dev), Path(tmp) / label, quiet=True).out_dir
-            seconds[label] = time.perf_counter() - t0
-            summary = io.read_json(out / "summary.json")
-            summary.pop("environment")
-            summaries[label] = summary
+            seconds[label], summaries[label] = _timed_study(
+                cfg.executing(device=dev), Path(tmp) / label
+            )
     gap = max(
         abs(a["test_acc"] - b["test_acc"])
         for name, group in summaries["cpu"]["models"].items()

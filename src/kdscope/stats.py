@@ -91,9 +91,7 @@ class Estimate:
         from scipy import stats as scipy_stats  # here: importing it costs a second
 
         q = (1 + level) / 2
-        half = np.sqrt(
-            sum(float(scipy_stats.t.ppf(q, d)) ** 2 * v for v, d in self.parts if v > 0)
-        )
+        half = np.sqrt(sum(float(scipy_stats.t.ppf(q, d)) ** 2 * v for v, d in self.parts if v > 0))
         return self.mean - float(half), self.mean + float(half)
 
 

@@ -606,10 +606,8 @@ def train_variants(study: StudyResult, variants: list[Variant], quiet: bool = Fa
             checkpoints=(v.train.epochs,),
         )
         role: Role = "teacher" if v.teacher is None else "student"
-        spec = TrainJob(study.config, study.out_dir, role, plan, v.run_dir, None, v.teacher)
-        jobs.append(Job(f"{plan.name} seed {plan.seed}", train_job, (spec,)))
-        n = len((study.data if v.teacher is None else study.student_data).train)
-        steps += run_steps(plan, n)
+        jobs.append(training_job(study, role, plan, v.run_dir, teacher=v.teacher))
+        steps += run_steps(plan, len(_role_data(study, role).train))
     bar = progress(total=steps, unit="step", disable=quiet)
     try:
         return study.executor.map(jobs, bar)
@@ -628,9 +626,10 @@ class StudyData:
     students: DataSplits
 
 
-#: the studies' data built in this process, by :func:`_data_key` (a worker process builds each
-#: once, for all the jobs of a study it runs)
-_DATA: dict[str, StudyData] = {}
+#: the studies' data built in this process (the whole dataset, the teacher's and the
+#: students'), by :func:`_data_key` (a worker process builds each once, for all the jobs of a
+#: study it runs)
+_DATA: dict[str, tuple[DataSplits, DataSplits, DataSplits]] = {}
 #: the teachers loaded in this process, by run folder and plan
 _TEACHERS: dict[str, nn.Module] = {}
 
@@ -649,9 +648,9 @@ def study_data(cfg: StudyConfig) -> StudyData:
     if key not in _DATA:
         full = build_dataset(cfg.dataset.name, **cfg.dataset.params)
         _DATA.clear()  # one study's data at a time
-        _DATA[key] = StudyData(cfg, full, teacher_data(cfg, full), transfer_data(cfg, full))
-    data = _DATA[key]
-    return StudyData(bind_vocabulary(cfg, data.full), data.full, data.teacher, data.students)
+        _DATA[key] = (full, teacher_data(cfg, full), transfer_data(cfg, full))
+    full, teacher, students = _DATA[key]
+    return StudyData(bind_vocabulary(cfg, full), full, teacher, students)
 
 
 def load_teacher(run: Run) -> nn.Module:
@@ -684,6 +683,27 @@ class TrainJob:
     teacher: Run | None = None
 
 
+def _role_data(study: StudyResult, role: Role | Literal["search"]) -> DataSplits:
+    """The data a run of ``role`` trains on (a search run: a part of the students')."""
+    return study.data if role == "teacher" else study.student_data
+
+
+def training_job(
+    study: StudyResult,
+    role: Role | Literal["search"],
+    plan: RunPlan,
+    run_dir: Path,
+    given: Given | None = None,
+    teacher: Run | None = None,
+) -> Job[Run]:
+    """The executor's job that trains (or resumes, or adopts) ``plan`` in ``run_dir``
+    (:func:`train_job`), its cost the examples it sees (the longest jobs start first)."""
+    spec = TrainJob(study.config, study.out_dir, role, plan, run_dir, given, teacher)
+    data = _role_data(study, role)
+    cost = plan.train.epochs * (len(data.train) + len(data.test))
+    return Job(f"{plan.name} seed {plan.seed}", train_job, (spec,), cost=cost)
+
+
 def train_job(job: TrainJob, progress: Progress) -> Run:
     """Train (or resume, or adopt) the run of ``job``; its :class:`Run`. Runs in any process:
     it reads the study's data and its teacher from files (:func:`study_data`). A weight-search
@@ -714,7 +734,7 @@ def _train_models(
     students' weights), then the students."""
     cfg, out_dir = result.config, result.out_dir
     total = sum(
-        run_steps(p, len((result.data if g.role == "teacher" else result.student_data).train))
+        run_steps(p, len(_role_data(result, g.role).train))
         for g, seed, p in jobs
         if seed not in g.given
     ) + (search.steps() if search else 0)
@@ -725,11 +745,7 @@ def _train_models(
     ) -> Job[Run]:
         needs = role != "teacher" and build_method(plan.method, **plan.method_params).needs_teacher
         teacher = result.teacher.runs[cfg.teacher_seed] if needs else None
-        spec = TrainJob(cfg, out_dir, role, plan, run_dir, given, teacher)
-        data = result.data if role == "teacher" else result.student_data
-        # examples seen, for the executor's order (the longest jobs start first)
-        cost = plan.train.epochs * (len(data.train) + len(data.test))
-        return Job(f"{plan.name} seed {plan.seed}", train_job, (spec,), cost=cost)
+        return training_job(result, role, plan, run_dir, given, teacher)
 
     def run(items: list[tuple[Group, int, RunPlan]]) -> None:
         specs = [

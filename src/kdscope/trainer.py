@@ -343,8 +343,7 @@ def cpu_state(module: nn.Module) -> dict[str, Tensor]:
 def on_device(model: nn.Module, dev: torch.device) -> nn.Module:
     """``model`` on ``dev``: itself when it is there, else a copy (the caller's model, which
     other code may use on the CPU, stays where it is)."""
-    first = next(model.parameters(), None)
-    if first is None or first.device == dev:
+    if device.model_device(model) == dev:
         return model
     return copy.deepcopy(model).to(dev)
 
