@@ -277,3 +277,17 @@ def test_layers_point_down() -> None:
 def test_every_module_has_a_layer() -> None:
     for module in source_files():
         layer_of(module)
+
+
+def test_import_leaves_heavy_libraries_for_later() -> None:
+    """``import kdscope`` (what every spawned worker pays) imports neither matplotlib (figures:
+    only when a report is drawn) nor scipy.stats (only where a test statistic is computed)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kdscope; "
+        "print(sorted(m for m in ('matplotlib', 'scipy.stats', 'captum') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

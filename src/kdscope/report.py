@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.ticker import MaxNLocator
 
 from kdscope import device, io
 from kdscope.analyses.guards import study_guards
@@ -178,7 +177,7 @@ def _curves(study: StudyResult) -> str:
     )
     axes[1].set_yscale("log")
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axes[0].legend(fontsize=8)
     return (
         f"<figure>{figure_html(fig, 'training curves: mean over seeds with a min-max band')}"
