@@ -14,6 +14,7 @@ import pytest
 
 from kdscope.cli import main
 from kdscope.config import load_preset
+from kdscope.pipeline import format_timings
 
 SMOKE = load_preset("smoke")
 
@@ -68,6 +69,19 @@ def test_smoke_run_writes_every_documented_file(smoke_run: Path) -> None:
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 1 and "<h2>Accuracy" in report
     assert 'src="http' not in report  # self-contained
+    t = json.loads((out / "timings.json").read_text())  # this invocation's time, by phase
+    assert list(t["analyses"]) == [a.name for a in SMOKE.analyses]
+    phases = t["training"] + t["analyses_total"] + t["summary_and_report"]
+    assert t["training"] > 0 and abs(phases - t["total"]) < 0.05
+    assert abs(sum(t["analyses"].values()) - t["analyses_total"]) < 0.05
+    assert t["environment"] == summary["environment"]
+
+
+def test_format_timings_names_each_phase() -> None:
+    t = {"total": 903.2, "training": 414.0, "analyses": {"accuracy": 0.2, "kp": 480.0}}
+    t["summary_and_report"] = 9.0
+    line = format_timings(t)
+    assert line == "took 15 min 3 s: training 6 min 54 s, kp 8 min 0 s, summary and report 9.0 s"
 
 
 def test_rerun_is_a_no_op_with_the_same_summary(smoke_run: Path) -> None:

@@ -246,13 +246,15 @@ def _check_teacher(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kdscope.pipeline import run_study
+    from kdscope.pipeline import format_timings, run_study
 
     cfg = _executing(_config(args), args)
     out = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet).out_dir
     if not args.quiet:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         print(format_summary(summary, str(out / "report.html")))
+        timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))
+        print(f"{format_timings(timings)} (timings.json)")
         print(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0
 

@@ -10,6 +10,7 @@ imports every file, so adding an analysis is adding a file and its import in its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class AnalysisOutcome:
-    """An analysis' result, or the reason it was skipped."""
+    """An analysis' result, or the reason it was skipped, and the wall-clock seconds it took."""
 
     analysis: Analysis
     result: dict[str, Any] | None
     skipped: str | None = None
+    seconds: float = 0.0
 
 
 def with_requirements(entries: Sequence[AnalysisConfig]) -> list[AnalysisConfig]:
@@ -71,11 +73,12 @@ def run_analyses(study: StudyResult, quiet: bool = False) -> list[AnalysisOutcom
     ):
         analysis = ANALYSES.get(entry.name)(**entry.params)
         analysis.quiet = quiet
+        start = time.perf_counter()
         reason = _unreadable_teacher(analysis, study) or analysis.applies_to(study)
         result = None if reason else analysis.run(study)
         if result is not None:
             study.results[entry.name] = result
-        outcomes.append(AnalysisOutcome(analysis, result, reason))
+        outcomes.append(AnalysisOutcome(analysis, result, reason, time.perf_counter() - start))
     return outcomes
 
 
