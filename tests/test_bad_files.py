@@ -30,6 +30,8 @@ from kdscope.trainer import RunPlan, load_checkpoint, read_metrics, train_run
 
 GARBAGE = b"\x89kdscope\x00\xff not what kdscope wrote " * 16
 KD0 = Path("models") / "kd" / "seed0"  # the run every test damages
+#: what every run of a study rewrites: its summary, its report and where its time went
+REWRITTEN = {"summary.json", "report.html", "timings.json"}
 RETRAIN = "retraining kd seed 0 from scratch"
 RECOMPUTE = "recomputing its entropy maps"
 
@@ -182,7 +184,7 @@ def _rebuilt(
     assert capsys.readouterr().err == ""
     assert not (out / KD0 / "state.pt").exists()
     outside = {k for k in _changed(before, out) if not k.startswith(f"{KD0}/")}
-    assert outside <= {"summary.json", "report.html"}
+    assert outside <= REWRITTEN
     assert json.loads((out / "summary.json").read_text()) == json.loads(
         (trained.out / "summary.json").read_text()
     )
@@ -288,7 +290,7 @@ def test_report_is_shareable_under_the_users_umask(
     finally:
         os.umask(previous)
     assert (code, lines) == (0, [])
-    for name in ("report.html", "summary.json"):
+    for name in REWRITTEN:
         assert (out / name).stat().st_mode & 0o777 == 0o640
 
 
@@ -377,7 +379,7 @@ def test_damaged_knowledge_point_cache_is_recomputed(
     assert recomputed.keys() == original.keys()
     for key, array in original.items():
         assert np.array_equal(recomputed[key], array, equal_nan=array.dtype.kind == "f"), key
-    assert _changed(before, out) <= {str(path.relative_to(out)), "summary.json", "report.html"}
+    assert _changed(before, out) <= {str(path.relative_to(out)), *REWRITTEN}
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((trained.out / "summary.json").read_text())
 
@@ -570,7 +572,7 @@ def test_orphan_tmp_files_are_removed_when_a_run_starts(
     assert _run(trained, out, capsys) == (0, [])
     assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
     removed = {str(p.relative_to(out)) for p in orphans}
-    assert removed <= _changed(before, out) <= removed | {"summary.json", "report.html"}
+    assert removed <= _changed(before, out) <= removed | REWRITTEN
 
 
 def test_a_failed_write_leaves_no_tmp_file(tmp_path: Path) -> None:
