@@ -12,6 +12,7 @@ diagnosed layer, and prints whether each passes the agreement gate.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 import time
@@ -212,23 +213,73 @@ def _timed_study(cfg: StudyConfig, out: Path) -> tuple[float, dict[str, Any]]:
     return seconds, summary
 
 
+#: the analyses ``kdscope bench device`` adds to its study: every property-transfer and
+#: teacher-knowledge analysis, on few inputs (an analysis that does not apply to the study's data
+#: is skipped, and named). Those that train models of their own (the foreign attack source, the
+#: control teacher T* and its students, the accuracy-matched students) train them on the device.
+DEVICE_ANALYSES: tuple[dict[str, Any], ...] = (
+    {"name": "localisation", "n_inputs": 64},
+    {"name": "representation_similarity", "n_inputs": 64},
+    {"name": "adversarial", "n_inputs": 64, "calibration": 48},
+    {"name": "accuracy_matched", "n_inputs": 64, "factors": [0.5]},
+    {"name": "invariance", "n_inputs": 64},
+    {"name": "decision_boundary", "triplets": 5, "resolution": 10},
+    {"name": "domains"},
+    {"name": "shape_bias"},
+    {"name": "subgroups"},
+    {"name": "property_claims"},
+    {"name": "calibration"},
+    {"name": "difficulty"},
+    {"name": "soft_labels"},
+    {"name": "rescaling"},
+    {"name": "class_geometry", "permutations": 199},
+    {"name": "teacher_check"},
+    {"name": "three_levels"},
+)
+
+#: how far an analysis' number computed on the GPU may lie from the CPU's, on the same models:
+#: |cuda − cpu| ≤ 0.05 · max(1, |cpu|); and the share of an analysis' numbers allowed beyond it
+#: (an argmax that flips on a near-tie moves a rate by one input)
+ANALYSIS_TOLERANCE = 0.05
+ANALYSIS_GATE = 0.02
+
+
+def device_study(preset: str = "smoke") -> StudyConfig:
+    """The ``preset`` study with its analyses and :data:`DEVICE_ANALYSES`."""
+    from kdscope.config import AnalysisConfig, load_preset
+
+    cfg = load_preset(preset)
+    named = {a.name for a in cfg.analyses}
+    extra = tuple(AnalysisConfig(**a) for a in DEVICE_ANALYSES if a["name"] not in named)
+    return cfg.model_copy(update={"analyses": (*cfg.analyses, *extra)})
+
+
 @_benchmark("device")
 def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, object]]:
     """The GPU checks, where torch sees a CUDA GPU (else one row saying so): the ``preset``
-    study on the CPU and twice on ``cuda``, timed; whether the two CUDA runs are identical
-    (determinism on one GPU: docs/scaling.md) and how far the CUDA study's test accuracies lie
-    from the CPU's (different float rounding, so not bit-identical; the gate is 0.05)."""
-    from kdscope.config import load_preset
-
+    study with every property-transfer and teacher-knowledge analysis
+    (:func:`device_study`) on the CPU and twice on ``cuda``, timed; whether the two CUDA runs
+    are identical, analyses included (determinism on one GPU: docs/scaling.md); how far the
+    CUDA study's test accuracies lie from the CPU's (different float rounding, so not
+    bit-identical; the gate is 0.05); whether every analysis that ran on the CPU ran on CUDA;
+    and, with the CPU's trained models analysed again on CUDA (a copy of the CPU's study folder,
+    resumed: nothing retrains), how many of each analysis' numbers lie within
+    :data:`ANALYSIS_TOLERANCE` of the CPU's (gate: at most :data:`ANALYSIS_GATE` of any
+    analysis' numbers beyond it)."""
     if not torch.cuda.is_available():
         return [{"check": "cuda", "result": "skipped: torch sees no CUDA GPU on this machine"}]
-    cfg = load_preset(preset)
+    cfg = device_study(preset)
     summaries, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, dev in (("cpu", "cpu"), ("cuda", "cuda"), ("cuda again", "cuda")):
             seconds[label], summaries[label] = _timed_study(
                 cfg.executing(device=dev), Path(tmp) / label
             )
+        reanalysed = Path(tmp) / "cpu models on cuda"
+        shutil.copytree(Path(tmp) / "cpu", reanalysed)
+        seconds["reanalysed"], summaries["reanalysed"] = _timed_study(
+            cfg.executing(device="cuda"), reanalysed
+        )
     gap = max(
         abs(a["test_acc"] - b["test_acc"])
         for name, group in summaries["cpu"]["models"].items()
@@ -236,10 +287,19 @@ def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, obje
         for b in [summaries["cuda"]["models"][name]["seeds"][seed]]
     )
     same = summaries["cuda"] == summaries["cuda again"]
+    ran = {label: _ran(summaries[label]["analyses"]) for label in ("cpu", "cuda")}
+    skipped = sorted(set(summaries["cpu"]["analyses"]) - ran["cpu"])
+    all_ran = ran["cpu"] == ran["cuda"]
+    off = _analysis_deviations(summaries["cpu"]["analyses"], summaries["reanalysed"]["analyses"])
+    worst = max(off, key=lambda name: off[name][0] / max(off[name][1], 1), default="-")
+    bad, total, example = off.get(worst, (0, 0, ""))
+    n_off, n = (sum(v[i] for v in off.values()) for i in (0, 1))
+    within = all(bad <= ANALYSIS_GATE * total for bad, total, _ in off.values())
     return [
         {
             "check": "seconds on cpu / cuda",
             "result": f"{seconds['cpu']:.1f} / {seconds['cuda']:.1f}",
+            "gate": "",
         },
         {
             "check": "cuda runs identical",
@@ -251,7 +311,63 @@ def bench_device(repeats: int = 1, preset: str = "smoke") -> list[dict[str, obje
             "result": f"{gap:.4f}",
             "gate": "pass" if gap <= 0.05 else "fail",
         },
+        {
+            "check": "analyses run on cuda",
+            "result": f"{len(ran['cuda'])} (skipped, not applicable: {', '.join(skipped) or '-'})",
+            "gate": "pass"
+            if all_ran
+            else "fail (" + ", ".join(sorted(ran["cpu"] ^ ran["cuda"])) + ")",
+        },
+        {
+            "check": "analyses of the cpu models on cuda: numbers off the cpu's",
+            "result": f"{n_off} of {n}"
+            + (f"; most in {worst}: {bad} of {total}, e.g. {example}" if bad else ""),
+            "gate": "pass" if within else f"fail (> {ANALYSIS_GATE:.0%} of an analysis)",
+        },
     ]
+
+
+def _ran(analyses: dict[str, Any]) -> set[str]:
+    """The analyses of a study's summary (its ``analyses``) that ran, not skipped."""
+    return {name for name, r in analyses.items() if not (isinstance(r, dict) and "skipped" in r)}
+
+
+def _numbers(tree: object, path: str = "") -> dict[str, float]:
+    """Every number in a JSON tree (booleans aside), by its path."""
+    if isinstance(tree, dict):
+        return {
+            k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{path}/{key}").items()
+        }
+    if isinstance(tree, list):
+        return {
+            k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{path}[{i}]").items()
+        }
+    if isinstance(tree, int | float) and not isinstance(tree, bool):
+        return {path: float(tree)}
+    return {}
+
+
+def _analysis_deviations(
+    cpu: dict[str, Any], cuda: dict[str, Any]
+) -> dict[str, tuple[int, int, str]]:
+    """Per analysis that ran on both: how many of its CPU numbers the CUDA run misses or has
+    beyond :data:`ANALYSIS_TOLERANCE` (NaN matches NaN), how many numbers it has, and the
+    first such number (its path and both values)."""
+
+    def close(x: float, y: float | None) -> bool:
+        if y is None:
+            return False
+        return bool(np.isnan(x) and np.isnan(y)) or abs(y - x) <= ANALYSIS_TOLERANCE * max(
+            1.0, abs(x)
+        )
+
+    out = {}
+    for name in sorted(_ran(cpu) & _ran(cuda)):
+        a, b = _numbers(cpu[name]), _numbers(cuda[name])
+        bad = [path for path, x in a.items() if not close(x, b.get(path))]
+        example = f"{bad[0]}: {a[bad[0]]:.4g} -> {b.get(bad[0], float('nan')):.4g}" if bad else ""
+        out[name] = (len(bad), len(a), example)
+    return out
 
 
 def format_rows(rows: list[dict[str, object]]) -> str:

@@ -3,8 +3,11 @@ the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 
 Each process has one current device (:func:`use`, :func:`current`): a job sets it from its study
 before it runs, and the trainer, the knowledge-point estimator and the evaluation helpers put
-their models and batches on it. Models are built, initialised and saved on the CPU, so a
-checkpoint is the same file whatever device trained it, and it loads on any machine.
+their models and batches on it. A study's models load onto it (:meth:`kdscope.study.Run.load`),
+so the analyses compute there too: every helper that runs a model moves its inputs to the
+model's device (:func:`model_device`) and returns its results on the CPU. Models are built,
+initialised and saved on the CPU, so a checkpoint is the same file whatever device trained it,
+and it loads on any machine.
 
 Determinism (docs/scaling.md): on the CPU a study is bit-identical at the same thread count per
 job. On a GPU it is bit-identical from run to run on the same GPU model, driver and torch version

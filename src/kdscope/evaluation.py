@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdscope import device
 from kdscope.datasets.base import TensorDataset
-from kdscope.device import model_device
 
 
 @torch.no_grad()
@@ -16,7 +16,7 @@ def predict_logits(model: nn.Module, data: TensorDataset, batch_size: int = 500)
     the model's device (:mod:`kdscope.device`) and returned on the CPU."""
     was_training = model.training
     model.eval()
-    dev = model_device(model)
+    dev = device.model_device(model)
     try:
         return torch.cat(
             [model(b.input.to(dev, non_blocking=True)).cpu() for b in data.batches(batch_size)]

@@ -102,15 +102,19 @@ class Run:
         return self.dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
 
     def load(self, epoch: int | None = None) -> nn.Module:
-        """The model after ``epoch`` epochs (default: the final one), in eval mode."""
+        """The model after ``epoch`` epochs (default: the final one), in eval mode, on this
+        process's current device (:func:`kdscope.device.current`): the analyses compute on it
+        (their helpers move inputs to the model's device and return results on the CPU)."""
         epoch = self.plan.train.epochs if epoch is None else epoch
         if epoch not in self.plan.checkpoints:
             raise KdscopeError(
                 f"{self.plan.name} seed {self.plan.seed}: no checkpoint at epoch {epoch}"
             )
         if self.given is not None:
-            return load_given(self.given, self.plan.model, self.num_classes, epoch)
-        return load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
+            model = load_given(self.given, self.plan.model, self.num_classes, epoch)
+        else:
+            model = load_checkpoint(self.plan, self.num_classes, self.checkpoint_path(epoch))
+        return model.to(device.current())
 
     def metrics(self) -> list[dict[str, str]]:
         """The run's per-epoch rows, checked (:func:`kdscope.trainer.read_metrics`)."""
@@ -204,7 +208,7 @@ class StudyResult:
         key = (group, seed, split, epoch)
         if key not in self._logits:
             data = self.student_data.train if split == "train" else self.data.test
-            model = self.groups[group].runs[seed].load(epoch).to(device.current())
+            model = self.groups[group].runs[seed].load(epoch)
             self._logits[key] = predict_logits(model, data)
         return self._logits[key]
 
@@ -655,11 +659,17 @@ def study_data(cfg: StudyConfig) -> StudyData:
 
 def load_teacher(run: Run) -> nn.Module:
     """The teacher of a study, from its run (final epoch), loaded once per process (again
-    when its file changes)."""
+    when its file or the current device changes), on the current device (:meth:`Run.load`)."""
     path = run.given.path if run.given is not None else run.checkpoint_path(run.plan.train.epochs)
     stat = path.stat()
     key = json.dumps(
-        [str(path.resolve()), stat.st_mtime_ns, stat.st_size, run.plan.fingerprint()],
+        [
+            str(path.resolve()),
+            stat.st_mtime_ns,
+            stat.st_size,
+            run.plan.fingerprint(),
+            str(device.current()),
+        ],
         sort_keys=True,
     )
     if key not in _TEACHERS:

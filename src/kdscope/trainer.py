@@ -154,12 +154,13 @@ class _Epochs:
 
 
 def check_model_io(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
-    """A user error unless ``model`` maps inputs like ``x`` to (batch, num_classes) logits."""
+    """A user error unless ``model`` maps inputs like ``x`` to (batch, num_classes) logits
+    (run on the model's device: a teacher loaded by the study is on the current device)."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x[:2])
+            out = model(x[:2].to(device.model_device(model)))
     except (RuntimeError, IndexError) as e:  # IndexError: a token id beyond the embedding
         first = str(e).splitlines()[0]
         raise KdscopeError(

@@ -27,6 +27,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from kdscope import device
 from kdscope.datasets.base import Batch, TensorDataset
 from kdscope.errors import KdscopeError
 from kdscope.models.hooks import Outputs, forward_with_features, resolve_layer
@@ -114,11 +115,12 @@ class Method(nn.Module):
 
 @torch.no_grad()
 def probe(model: nn.Module, x: Tensor, paths: list[str]) -> Outputs:
-    """Eval-mode forward pass on ``x`` capturing ``paths``; restores the model's train/eval mode."""
+    """Eval-mode forward pass on ``x`` (moved to the model's device; the outputs stay there)
+    capturing ``paths``; restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
     try:
-        return forward_with_features(model, x, paths)
+        return forward_with_features(model, x.to(device.model_device(model)), paths)
     finally:
         model.train(was_training)
 

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdscope import device
+
 __all__ = [
     "calibrate_eps",
     "fooled",
@@ -94,7 +96,8 @@ def ifgsm(
     one label for all). Runs through captum's PGD (see the module docstring) in eval mode; every
     module's train/eval flag is restored, no hook is left and no gradient is accumulated in the
     model's parameters (only ∂J/∂I is computed). Deterministic for a deterministic model. ε = 0,
-    steps = 0 or a = 0 return a copy of ``x``. Processed in chunks of ``batch_size``.
+    steps = 0 or a = 0 return a copy of ``x``. Processed in chunks of ``batch_size``, each moved
+    (with its labels) to the model's device; the adversarial inputs are returned on the CPU.
     """
     if eps < 0 or not math.isfinite(eps):
         raise ValueError(f"eps must be finite and >= 0, got {eps}")
@@ -105,8 +108,9 @@ def ifgsm(
         raise ValueError(f"step_size must be >= 0, got {step_size}")
     x = x.detach()
     if eps == 0 or steps == 0 or a == 0 or x.shape[0] == 0:
-        return x.clone()
-    y = _targets(target, x.shape[0], x.device)
+        return x.cpu().clone()
+    dev = device.model_device(model)
+    y = _targets(target, x.shape[0], dev)
 
     from captum.robust import PGD  # captum takes ~0.6 s to import: only when attacking
 
@@ -116,7 +120,7 @@ def ifgsm(
     with _eval_mode(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Input Tensor \d+ did not already require")
         for i in range(0, x.shape[0], batch_size):
-            xc = x[i : i + batch_size].clone()
+            xc = x[i : i + batch_size].to(dev).clone()
             adv = pgd.perturb(
                 xc,
                 radius=float(eps),
@@ -127,21 +131,27 @@ def ifgsm(
                 random_start=False,
                 norm="Linf",
             )
-            out.append(adv.detach())
+            out.append(adv.detach().cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def predict_labels(model: nn.Module, x: Tensor, *, batch_size: int = 500) -> Tensor:
-    """argmax_c model(x)_c per input, in eval mode (flags restored), without gradients."""
+    """argmax_c model(x)_c per input, in eval mode (flags restored), without gradients; computed
+    on the model's device in chunks of ``batch_size``, returned on the CPU."""
+    dev = device.model_device(model)
     with _eval_mode(model):
         return torch.cat(
-            [model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]
+            [
+                model(x[i : i + batch_size].to(dev)).argmax(1).cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ]
         )
 
 
 def fooled(model: nn.Module, x_clean: Tensor, x_adv: Tensor, *, batch_size: int = 500) -> Tensor:
-    """Bool per input: argmax model(x_adv) ≠ argmax model(x_clean) (eval mode, no grad)."""
+    """Bool per input: argmax model(x_adv) ≠ argmax model(x_clean) (eval mode, no grad; on the
+    CPU, :func:`predict_labels`)."""
     if x_clean.shape != x_adv.shape:
         raise ValueError(f"shapes differ: {tuple(x_clean.shape)} vs {tuple(x_adv.shape)}")
     return predict_labels(model, x_adv, batch_size=batch_size) != predict_labels(
@@ -163,7 +173,8 @@ def fooling_rate(
 
         rate(ε) = (1/n) Σ_i 1[argmax f(I_adv,i) ≠ argmax f(I_i)].
 
-    ``clean_pred`` (the model's clean predictions) may be passed to avoid recomputing them.
+    ``clean_pred`` (the model's clean predictions, :func:`predict_labels`: on the CPU) may be
+    passed to avoid recomputing them.
     """
     if x.shape[0] == 0:
         return float("nan")

@@ -66,6 +66,7 @@ def shift_pixels(d: int, side: int) -> int:
 
 
 def agreement(model: nn.Module, x1: Tensor, x2: Tensor) -> np.ndarray:
-    """1.0 per input where the model's predicted class is the same on x1 and x2, else 0.0."""
+    """1.0 per input where the model's predicted class is the same on x1 and x2, else 0.0
+    (predicted on the model's device, :func:`predict_labels`)."""
     same = predict_labels(model, x1) == predict_labels(model, x2)
     return same.numpy().astype(np.float64)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdscope import device
 from kdscope.models.hooks import get_module
 
 
@@ -34,7 +35,9 @@ def gradcam_maps(
 ) -> Tensor:
     """(N, H, W) Grad-CAM maps of ``model`` at the module path ``layer`` for the classes
     ``target``, ReLU applied, bilinearly upsampled to the input's spatial size. Eval mode; the
-    model's mode is restored and no gradient is left in its parameters."""
+    model's mode is restored and no gradient is left in its parameters. Computed on the model's
+    device in chunks of ``batch_size`` (inputs and classes moved there), returned on the CPU."""
+    dev = device.model_device(model)
     was = model.training
     model.eval()
     from captum.attr import LayerGradCam  # captum takes ~0.6 s to import: only when used
@@ -43,10 +46,11 @@ def gradcam_maps(
     maps = []
     try:
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
-            a = cam.attribute(xb, target=target[start : start + batch_size], relu_attributions=True)
+            xb = x[start : start + batch_size].to(dev)
+            yb = target[start : start + batch_size].to(dev)
+            a = cam.attribute(xb, target=yb, relu_attributions=True)
             a = F.interpolate(a.detach(), size=x.shape[-2:], mode="bilinear", align_corners=False)
-            maps.append(a[:, 0])
+            maps.append(a[:, 0].cpu())
     finally:
         model.train(was)
         model.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from kdscope import device
 from kdscope.models.hooks import forward_with_features
 
 Estimator = Literal["biased", "debiased"]
@@ -133,11 +134,12 @@ def layer_activations(
     model: nn.Module, x: Tensor, layers: Sequence[str], spatial_mean: bool = False
 ) -> dict[str, Tensor]:
     """Eval-mode outputs of ``layers`` (module paths) on ``x``, flattened per input (or averaged
-    over spatial positions first); the logits under the key ``"logits"``."""
+    over spatial positions first); the logits under the key ``"logits"``. Computed on the model's
+    device (``x`` moved there), returned on the CPU."""
     was = model.training
     model.eval()
     try:
-        out = forward_with_features(model, x, list(layers))
+        out = forward_with_features(model, x.to(device.model_device(model)), list(layers))
     finally:
         model.train(was)
     feats = {**out.features, "logits": out.logits}
@@ -145,7 +147,7 @@ def layer_activations(
         feats = {
             k: v.mean(dim=tuple(range(2, v.dim()))) if v.dim() > 2 else v for k, v in feats.items()
         }
-    return {k: v.reshape(len(x), -1) for k, v in feats.items()}
+    return {k: v.reshape(len(x), -1).cpu() for k, v in feats.items()}
 
 
 def cka_matrix(

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from kdscope import device, io
+from kdscope import io
 from kdscope import verdicts as verdicts_
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.knowledge_points.cache import cache_arrays, cache_path, read_cache
@@ -413,7 +413,7 @@ def _trajectory(
     if cached is not None:
         progress(len(epochs) * len(inputs))
         return EntropyTrajectory.from_arrays(*cached, distance, displacement)
-    models = [run.load(e).to(device.current()) for e in epochs]
+    models = [run.load(e) for e in epochs]  # on the current device (Run.load)
     traj = entropy_trajectory(
         models,
         layer,

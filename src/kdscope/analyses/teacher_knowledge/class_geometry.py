@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdscope import device
 from kdscope.analyses.base import Analysis, register_analysis
 from kdscope.analyses.study_views import superclass, teacher_logits
 from kdscope.models.hooks import get_module, resolve_layer
@@ -59,15 +60,17 @@ def logit_layer(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def head_inputs(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
-    """h: the input of the model's last linear layer for every row of ``x`` (eval mode)."""
+    """h: the input of the model's last linear layer for every row of ``x`` (eval mode), computed
+    on the model's device in chunks of ``batch_size``, returned on the CPU."""
     layer = logit_layer(model)
+    dev = device.model_device(model)
     store: list[Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda _m, args: store.append(args[0].detach()))
+    handle = layer.register_forward_pre_hook(lambda _m, args: store.append(args[0].detach().cpu()))
     was = model.training
     model.eval()
     try:
         for start in range(0, len(x), batch_size):
-            model(x[start : start + batch_size])
+            model(x[start : start + batch_size].to(dev))
     finally:
         handle.remove()
         model.train(was)
@@ -86,8 +89,8 @@ def model_geometry(
     """Every class-geometry measure of one model; ``references`` are similarity matrices to
     Mantel-test against (e.g. the true class centres, the teacher)."""
     layer = logit_layer(model)
-    w = layer.weight.detach().double().numpy()
-    b = None if layer.bias is None else layer.bias.detach().double().numpy()
+    w = layer.weight.detach().cpu().double().numpy()
+    b = None if layer.bias is None else layer.bias.detach().cpu().double().numpy()
     s = class_similarity(w)
     h = head_inputs(model, x).double().numpy()
     out: dict[str, Any] = {
