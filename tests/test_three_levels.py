@@ -219,6 +219,46 @@ def test_check_teacher_command_trains_only_the_teacher(tmp_path, capsys) -> None
     assert main(["check-teacher", str(study), "--out", str(out), "--lam", "2"]) == 2
 
 
+def test_check_teacher_computes_at_the_studys_threads_per_job(tmp_path, monkeypatch) -> None:
+    """The check runs in the main process after the teacher's job, at the thread count of the
+    study's jobs (its numbers depend on it), not at the process's own count."""
+    import torch
+
+    from kdscope.analyses.teacher_knowledge import teacher_check
+    from kdscope.cli import main
+
+    seen = []
+    check = teacher_check.check_teacher
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(torch.get_num_threads())
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_check, "check_teacher", recording)
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps(STUDY))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert (
+            main(
+                [
+                    "check-teacher",
+                    str(study),
+                    "--out",
+                    str(tmp_path / "run"),
+                    "-q",
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
+        assert seen == [1] and torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_partial_rank_correlation_removes_a_shared_cause() -> None:
     """x and y both follow z: their Spearman correlation is high, the partial one given z ~ 0;
     a y that depends on x beyond z keeps a positive partial correlation."""

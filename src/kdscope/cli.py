@@ -229,15 +229,17 @@ def _out_dir(args: argparse.Namespace, name: str) -> str | Path:
 def _check_teacher(args: argparse.Namespace) -> int:
     from kdscope import io
     from kdscope.analyses.teacher_knowledge.teacher_check import check_teacher, format_check
+    from kdscope.executor import pinned_threads
     from kdscope.pipeline import run_study
 
     if args.tau <= 0 or not 0 <= args.lam <= 1:
         raise KdscopeError("--tau must be positive and --lam in [0, 1]")
     cfg = _executing(_config(args), args)
     study = run_study(cfg, _out_dir(args, cfg.name), quiet=args.quiet, teacher_only=True)
-    result = check_teacher(
-        study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
-    )
+    with pinned_threads(study.executor.job_threads()):  # the study's numbers: its jobs' threads
+        result = check_teacher(
+            study.teacher_model, study.student_data.train, study.data.test, args.tau, args.lam
+        )
     io.write_json(study.out_dir / "teacher_check.json", result)
     print(format_check(result, f"{study.config.name} (τ = {args.tau:g}, λ = {args.lam:g})"))
     if not args.quiet:
