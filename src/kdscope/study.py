@@ -51,7 +51,7 @@ from kdscope.errors import KdscopeError
 from kdscope.evaluation import predict_logits
 from kdscope.executor import Executor, Job, LocalExecutor, pinned_threads
 from kdscope.given import adopt, load_given, load_state
-from kdscope.methods import build_method
+from kdscope.methods import METHODS
 from kdscope.models import resolve_layer
 from kdscope.progress import progress
 from kdscope.runs import check_inside, check_plans, resume_run, writing
@@ -208,8 +208,7 @@ class StudyResult:
         key = (group, seed, split, epoch)
         if key not in self._logits:
             data = self.student_data.train if split == "train" else self.data.test
-            model = self.groups[group].runs[seed].load(epoch)
-            self._logits[key] = predict_logits(model, data)
+            self._logits[key] = predict_logits(self.groups[group].runs[seed].load(epoch), data)
         return self._logits[key]
 
 
@@ -753,7 +752,7 @@ def _train_models(
     def job(
         role: Role | Literal["search"], plan: RunPlan, run_dir: Path, given: Given | None
     ) -> Job[Run]:
-        needs = role != "teacher" and build_method(plan.method, **plan.method_params).needs_teacher
+        needs = role != "teacher" and METHODS.get(plan.method).needs_teacher
         teacher = result.teacher.runs[cfg.teacher_seed] if needs else None
         return training_job(result, role, plan, run_dir, given, teacher)
 
